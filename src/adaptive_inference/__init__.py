@@ -1,0 +1,10 @@
+"""Adaptive inference: a reproducible study of Bolukbasi et al., "Adaptive Neural Networks for
+Efficient Inference" (ICML 2017).
+
+Modules, one job each: ``data`` (datasets), ``splits`` (evaluation-set splits), ``models`` (the
+multi-exit network family), ``training``, ``extraction`` (per-example predictions at every exit),
+``timing`` (Caffe-style per-layer timing), ``config`` (config checks), ``io`` (atomic outputs),
+``joblog`` (workflow job logs).
+"""
+
+__version__ = "0.1.0"

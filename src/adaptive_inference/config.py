@@ -1,0 +1,81 @@
+"""The study's configuration: checks beyond the JSON schema, and per-rule sections.
+
+The workflow validates ``config.yaml`` against ``workflow/schemas/config.schema.yaml`` with
+Snakemake's ``validate`` (types, allowed values, unknown keys, defaults), then calls
+:func:`check_config` for what a schema cannot say (fractions that sum to 1, exit weights that match
+the exits). Both run before any job starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from adaptive_inference.models import build_network
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work, with the key and what is allowed."""
+
+
+def network_training(config: Mapping[str, Any], network: str) -> dict[str, Any]:
+    """The training section of one network: the study's defaults updated by its own."""
+    merged = copy.deepcopy(dict(config.get("training", {})))
+    merged.update(config["networks"][network].get("training", {}))
+    return merged
+
+
+def network_spec(config: Mapping[str, Any], network: str, *, num_classes: int, input_shape) -> dict:
+    """The arguments of :func:`~adaptive_inference.models.build_network` for one network."""
+    entry = config["networks"][network]
+    channels, height, _ = input_shape
+    return {
+        "arch": entry["arch"],
+        "num_classes": num_classes,
+        "in_channels": channels,
+        "image_size": height,
+        **entry.get("options", {}),
+    }
+
+
+def check_config(config: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` for values the schema lets through but the study cannot use."""
+    fractions = config.get("splits", {}).get("fractions", {})
+    total = sum(float(v) for v in fractions.values())
+    if fractions and not math.isclose(total, 1.0, abs_tol=1e-9):
+        raise ConfigError(
+            f"splits.fractions must sum to 1, got {total:g} ({fractions}); adjust "
+            "head_train, policy_train and test."
+        )
+    data = config["data"]
+    if data["dataset"] == "image_folder" and not data.get("image_folder", {}).get("eval"):
+        raise ConfigError("data.image_folder.eval must name the evaluation images' folder")
+    for name in config["networks"]:
+        weights = network_training(config, name).get("exit_weights")
+        if weights is None:
+            continue
+        spec = network_spec(config, name, num_classes=10, input_shape=(1, 28, 28))
+        exits = build_network(**spec).num_exits
+        if len(weights) != exits:
+            raise ConfigError(
+                f"networks.{name}.training.exit_weights has {len(weights)} values but "
+                f"{spec['arch']} with these options has {exits} exits: give one weight per exit."
+            )
+
+
+def load_config(path, schema_path) -> dict[str, Any]:
+    """Read, validate (schema with defaults, then :func:`check_config`) and return a config file.
+
+    For notebooks and tests; the workflow does the same through Snakemake's ``validate``.
+    """
+    from snakemake.utils import validate
+
+    with open(path) as handle:
+        config = yaml.safe_load(handle)
+    validate(config, str(schema_path), set_default=True)
+    check_config(config)
+    return config

@@ -1,0 +1,168 @@
+"""Per-example predictions at every exit of a network over the evaluation set.
+
+For each example and each exit, :func:`extract` keeps the class probabilities (a NumPy array of
+shape ``(exits, examples, classes)``) and a tidy table with the label, the top-k classes, the sorted
+top-k probabilities and the confidence features the policies use (max probability, margin between
+the two most likely classes, entropy), plus whether the answer is right at top-1 and top-5.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler, TensorDataset
+from tqdm.auto import tqdm
+
+from adaptive_inference.io import write_json, write_npy, write_parquet
+from adaptive_inference.models import MultiExitNetwork
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is the GPU when there is one, else the CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda is set in the config but no CUDA GPU is visible; use auto or cpu")
+    return torch.device(name)
+
+
+def make_loader(
+    dataset: Dataset, batch_size: int, *, device: torch.device, num_workers: int = 0
+) -> DataLoader:
+    """A sequential loader that keeps the device busy.
+
+    In-memory datasets are sliced a batch at a time (no per-item collation); others use worker
+    processes, and pinned memory when the target is a GPU.
+    """
+    pin = device.type == "cuda"
+    if isinstance(dataset, TensorDataset):
+        sampler = BatchSampler(SequentialSampler(dataset), batch_size, drop_last=False)
+        return DataLoader(dataset, sampler=sampler, batch_size=None, pin_memory=pin)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=pin,
+        persistent_workers=False,
+        prefetch_factor=4 if num_workers > 0 else None,
+    )
+
+
+def confidence_features(probs: torch.Tensor, topk: int) -> dict[str, torch.Tensor]:
+    """Features of a batch of probability vectors (rows): sorted top-k, margin, entropy."""
+    k = min(topk, probs.shape[1])
+    top_p, top_i = probs.topk(k, dim=1)
+    entropy = -(probs * probs.clamp_min(1e-12).log()).sum(1)
+    margin = top_p[:, 0] - top_p[:, 1] if k > 1 else top_p[:, 0]
+    return {"top_p": top_p, "top_i": top_i, "max_prob": top_p[:, 0], "margin": margin, "entropy": entropy}
+
+
+@dataclass
+class Extraction:
+    """What :func:`extract` returns: probabilities, the tidy table, and a manifest."""
+
+    probs: np.ndarray
+    table: pd.DataFrame
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def write(self, probs_path: Path | str, table_path: Path | str, manifest_path: Path | str) -> None:
+        """Write the three files, the manifest last (its presence marks a complete extraction)."""
+        write_npy(self.probs, probs_path)
+        write_parquet(self.table, table_path)
+        manifest = dict(self.manifest, files={"probs": Path(probs_path).name, "table": Path(table_path).name})
+        write_json(manifest, manifest_path)
+
+
+@torch.inference_mode()
+def extract(
+    model: MultiExitNetwork,
+    dataset: Dataset,
+    *,
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
+    num_workers: int = 0,
+    topk: int = 5,
+    probs_dtype: str = "float32",
+    channels_last: bool = True,
+    progress: bool = True,
+) -> Extraction:
+    """Run ``model`` over ``dataset`` (eval and inference mode) and keep every exit's answer."""
+    device = torch.device(device)
+    model = model.eval().to(device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    if channels_last:
+        model = model.to(memory_format=fmt)
+    n = len(dataset)
+    loader = make_loader(dataset, batch_size, device=device, num_workers=num_workers)
+    probs_out: np.ndarray | None = None
+    labels = np.empty(n, dtype=np.int64)
+    feats: dict[str, list[np.ndarray]] = {}
+    start, position = time.perf_counter(), 0
+    for images, targets in tqdm(loader, desc="extract", disable=not progress, mininterval=2.0):
+        images = images.to(device, non_blocking=True)
+        if images.dim() == 4:
+            images = images.contiguous(memory_format=fmt)
+        outputs = model(images)
+        probs = torch.stack([out.float().softmax(1) for out in outputs])  # (exits, batch, classes)
+        if probs_out is None:
+            probs_out = np.empty((probs.shape[0], n, probs.shape[2]), dtype=probs_dtype)
+        f = confidence_features(probs.flatten(0, 1), topk)
+        stop = position + probs.shape[1]
+        probs_out[:, position:stop] = probs.cpu().numpy()
+        labels[position:stop] = np.asarray(targets)
+        for name, value in f.items():
+            feats.setdefault(name, []).append(value.reshape(probs.shape[0], probs.shape[1], -1).cpu().numpy())
+        position = stop
+    seconds = time.perf_counter() - start
+    if probs_out is None:
+        raise ValueError("the evaluation set is empty")
+    table = _tidy(model, labels, {k: np.concatenate(v, axis=1) for k, v in feats.items()})
+    manifest = {
+        "network_exits": list(model.exit_names),
+        "num_examples": n,
+        "num_classes": int(probs_out.shape[2]),
+        "probs_shape": list(probs_out.shape),
+        "probs_dtype": probs_dtype,
+        "topk": int(feats["top_i"][0].shape[2]),
+        "columns": {c: str(t) for c, t in table.dtypes.items()},
+        "device": str(device),
+        "batch_size": batch_size,
+        "seconds": seconds,
+        "images_per_second": n / seconds if seconds > 0 else None,
+        "torch": torch.__version__,
+    }
+    return Extraction(probs_out, table, manifest)
+
+
+def _tidy(model: MultiExitNetwork, labels: np.ndarray, feats: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """One row per (example, exit), example ids ascending within each exit."""
+    exits, n, k = feats["top_i"].shape
+    top_i = feats["top_i"].astype(np.int32)
+    top_p = feats["top_p"].astype(np.float32)
+    label = np.tile(labels, exits)
+    flat_i = top_i.reshape(exits * n, k)
+    columns: dict[str, Any] = {
+        "example_id": np.tile(np.arange(n, dtype=np.int64), exits),
+        "label": label,
+        "exit": np.repeat(np.arange(exits, dtype=np.int16), n),
+        "exit_name": pd.Categorical(np.repeat(np.asarray(model.exit_names), n), categories=list(model.exit_names)),
+        "prediction": flat_i[:, 0],
+        "correct_top1": flat_i[:, 0] == label,
+        "correct_top5": (flat_i[:, :5] == label[:, None]).any(1),
+        "max_prob": feats["max_prob"].reshape(-1).astype(np.float32),
+        "margin": feats["margin"].reshape(-1).astype(np.float32),
+        "entropy": feats["entropy"].reshape(-1).astype(np.float32),
+    }
+    for j in range(k):
+        columns[f"top{j + 1}_class"] = flat_i[:, j]
+    for j in range(k):
+        columns[f"top{j + 1}_prob"] = top_p.reshape(exits * n, k)[:, j]
+    return pd.DataFrame(columns)

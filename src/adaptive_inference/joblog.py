@@ -1,0 +1,33 @@
+"""Running a workflow script with its output and errors in the rule's log file."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from pathlib import Path
+
+
+@contextmanager
+def job_log(path: Path | str) -> Iterator[logging.Logger]:
+    """Send stdout, stderr (tqdm's progress too) and logging to ``path`` for the block.
+
+    An exception is written to the log with its traceback, its message also to the real stderr
+    (so it reaches the terminal), and re-raised so that the job fails.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    real_stderr = sys.stderr
+    with open(path, "w", buffering=1) as handle, redirect_stdout(handle), redirect_stderr(handle):
+        logging.basicConfig(
+            stream=handle, level=logging.INFO, format="%(asctime)s %(message)s", force=True
+        )
+        logger = logging.getLogger("adaptive_inference")
+        try:
+            yield logger
+        except Exception as error:
+            traceback.print_exc(file=handle)
+            print(f"{type(error).__name__}: {error}", file=real_stderr)
+            raise

@@ -1,0 +1,159 @@
+"""The real workflow, run through snakemake on the tiny study (tests/configs/tiny.yaml)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "configs" / "tiny.yaml"
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+NETWORKS = ["linear", "small_cnn", "exit_resnet"]
+
+pytestmark = pytest.mark.e2e
+
+
+def snakemake(workdir: Path, *args: str, config: Path | None = None, check: bool = True):
+    command = [
+        *SNAKEMAKE,
+        "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(workdir),
+        "--profile", str(REPO / "profiles" / "default"),
+        "--cores", "2",
+        "--configfile", str(config or workdir / "config.yaml"),
+        *args,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=workdir)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def planned_rules(result) -> list[str]:
+    """The rules a dry run would run, one entry per job."""
+    text = result.stdout + result.stderr
+    return [
+        line.split()[1].rstrip(":")
+        for line in text.splitlines()
+        if line.startswith(("rule ", "localrule ")) and line.rstrip().endswith(":")
+    ]
+
+
+def write_config(path: Path, **changes) -> Path:
+    config = yaml.safe_load(TINY.read_text())
+    for dotted, value in changes.items():
+        node = config
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    """The tiny study, run once from nothing."""
+    workdir = tmp_path_factory.mktemp("study")
+    write_config(workdir / "config.yaml")
+    snakemake(workdir)
+    return workdir
+
+
+def test_outputs_of_the_study(study):
+    results = study / "results"
+    splits = pd.read_parquet(results / "splits" / "eval_splits.parquet")
+    assert len(splits) == 300 and set(splits["split"]) == {"policy_train", "test"}
+    for network in NETWORKS:
+        manifest = json.loads((results / "predictions" / network / "manifest.json").read_text())
+        exits = manifest["network_exits"]
+        probs = np.load(results / "predictions" / network / "probs.npy")
+        assert probs.shape == (len(exits), 300, 10)
+        np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-4)
+        table = pd.read_parquet(results / "predictions" / network / "predictions.parquet")
+        assert len(table) == 300 * len(exits)
+        assert (table.loc[table["exit"] == 0, "label"].to_numpy() == splits["label"].to_numpy()).all()
+        summary = json.loads((results / "timing" / network / "summary.json").read_text())
+        assert {row["setting"] for row in summary["summary"]} == {"latency", "throughput"}
+        assert summary["environment"]["threads"] == 1
+        timed_exits = pd.read_parquet(results / "timing" / network / "exits.parquet")
+        assert len(timed_exits) == 2 * len(exits)
+        assert (results / "networks" / network / "training_curve.png").stat().st_size > 0
+        assert (results / "logs" / "train_network" / f"{network}.log").exists()
+    assert json.loads((results / "predictions" / "exit_resnet" / "manifest.json").read_text())[
+        "network_exits"
+    ] == ["stage1", "stage2", "final"]
+
+
+def test_second_run_does_nothing(study):
+    assert planned_rules(snakemake(study, "--dry-run")) == []
+
+
+def test_timing_batch_size_reruns_only_timing(study, tmp_path):
+    changed = write_config(tmp_path / "changed.yaml", **{"timing.batch_sizes": {"latency": 1, "throughput": 4}})
+    planned = planned_rules(snakemake(study, "--dry-run", config=changed))
+    assert sorted(set(planned)) == ["all", "time_network"] and planned.count("time_network") == 3
+
+
+def test_network_training_change_reruns_that_network_only(study, tmp_path):
+    changed = write_config(tmp_path / "changed.yaml", **{"networks.linear.training": {"epochs": 2}})
+    planned = planned_rules(snakemake(study, "--dry-run", config=changed))
+    assert sorted(planned) == sorted(["all", "train_network", "extract_predictions", "time_network"])
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"timing.iteratons": 5}, "iteratons"),
+        ({"device": "tpu"}, "tpu"),
+        ({"splits.fractions": {"head_train": 0.0, "policy_train": 0.7, "test": 0.5}}, "sum to 1"),
+        ({"networks.exit_resnet.training": {"exit_weights": [1.0, 1.0]}}, "exit_weights"),
+    ],
+)
+def test_bad_config_stops_before_any_job(tmp_path, change, message):
+    config = write_config(tmp_path / "config.yaml", **change)
+    result = snakemake(tmp_path, config=config, check=False)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path):
+    config = write_config(tmp_path / "config.yaml", **{"data.source": str(tmp_path / "nowhere")})
+    result = snakemake(tmp_path, config=config, check=False)
+    assert result.returncode != 0
+    assert "apt-get install dataset-fashion-mnist" in result.stdout + result.stderr
+    assert not list((tmp_path / "results" / "data").rglob("*-ubyte"))
+
+
+def test_interrupted_extraction_is_redone(study, tmp_path):
+    workdir = tmp_path / "copy"
+    shutil.copytree(study, workdir, ignore=shutil.ignore_patterns("predictions", "logs"))
+    log = workdir / "results" / "logs" / "extract_predictions" / "exit_resnet.log"
+    target = "results/predictions/exit_resnet/manifest.json"
+    command = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+               "--profile", str(REPO / "profiles" / "default"), "--cores", "1",
+               "--configfile", str(workdir / "config.yaml"), target]
+    process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not log.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (workdir / target).exists(), "a killed extraction left a manifest behind"
+    rerun = snakemake(workdir, target)
+    assert "extract_predictions" in rerun.stdout + rerun.stderr
+    assert json.loads((workdir / target).read_text())["num_examples"] == 300
+    assert not list((workdir / "results" / "predictions").rglob("*.partial"))

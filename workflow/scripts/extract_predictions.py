@@ -1,0 +1,29 @@
+"""Per-example predictions at every exit of one network over the evaluation set (rule extract_predictions)."""
+
+import torch
+
+from adaptive_inference.data import load_split
+from adaptive_inference.extraction import extract, resolve_device
+from adaptive_inference.joblog import job_log
+from adaptive_inference.training import load_network
+
+with job_log(snakemake.log[0]) as log:
+    p, out = snakemake.params, snakemake.output
+    torch.set_num_threads(snakemake.threads)
+    device = resolve_device(p.device)
+    model = load_network(snakemake.input.model)
+    dataset = load_split(p.data, p.data["root"], train=False)
+    log.info("extracting %d examples on %s", len(dataset), device)
+    result = extract(
+        model,
+        dataset,
+        batch_size=p.extraction["batch_size"],
+        device=device,
+        num_workers=p.extraction["num_workers"],
+        topk=p.extraction["topk"],
+        probs_dtype=p.extraction["probs_dtype"],
+    )
+    result.manifest.update(network=snakemake.wildcards.network, threads=snakemake.threads)
+    accuracy = result.table.groupby("exit_name", observed=True)[["correct_top1", "correct_top5"]].mean()
+    log.info("accuracy on the whole evaluation set:\n%s", accuracy.to_string())
+    result.write(out.probs, out.table, out.manifest)

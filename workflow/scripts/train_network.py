@@ -1,0 +1,36 @@
+"""Train one network of the default family (rule train_network)."""
+
+import torch
+
+from adaptive_inference.data import input_shape, load_split, num_classes
+from adaptive_inference.extraction import resolve_device
+from adaptive_inference.io import atomic_path
+from adaptive_inference.joblog import job_log
+from adaptive_inference.models import build_network
+from adaptive_inference.training import TrainConfig, plot_training_curve, save_network, train
+
+with job_log(snakemake.log[0]) as log:
+    p = snakemake.params
+    torch.set_num_threads(snakemake.threads)
+    full = load_split(p.data, p.data["root"], train=True)
+    held_out = min(p.data["validation_size"], len(full) // 5)
+    generator = torch.Generator().manual_seed(p.network["training"].get("seed", 0))
+    val_set, train_set = torch.utils.data.random_split(
+        full, [held_out, len(full) - held_out], generator=generator
+    )
+    spec = {
+        "arch": p.network["arch"],
+        "num_classes": num_classes(full),
+        "in_channels": input_shape(full)[0],
+        "image_size": input_shape(full)[1],
+        **p.network["options"],
+    }
+    model = build_network(**spec)
+    cfg = TrainConfig.from_config(p.network["training"])
+    log.info("training %s: %s on %d examples (%d held out), %s", snakemake.wildcards.network, spec, len(train_set), held_out, cfg)
+    curve = train(model, train_set, cfg, val_set=val_set, device=resolve_device(p.device))
+    log.info("training curve:\n%s", curve.to_string())
+    save_network(model.cpu(), spec, snakemake.output.model)
+    with atomic_path(snakemake.output.curve) as tmp:
+        curve.to_csv(tmp, index=False)
+    plot_training_curve(curve, snakemake.output.plot, title=snakemake.wildcards.network)
