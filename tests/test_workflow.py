@@ -31,8 +31,8 @@ def snakemake(workdir: Path, *args: str, config: Path | None = None, check: bool
         "--directory", str(workdir),
         "--profile", str(REPO / "profiles" / "default"),
         "--cores", "2",
+        *args,  # before --configfile, which takes every value that follows it
         "--configfile", str(config or workdir / "config.yaml"),
-        *args,
     ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=workdir)
     if check and result.returncode != 0:
@@ -143,8 +143,8 @@ def test_interrupted_extraction_is_redone(study, tmp_path):
     log = workdir / "results" / "logs" / "extract_predictions" / "exit_resnet.log"
     target = "results/predictions/exit_resnet/manifest.json"
     command = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-               "--profile", str(REPO / "profiles" / "default"), "--cores", "1",
-               "--configfile", str(workdir / "config.yaml"), target]
+               "--profile", str(REPO / "profiles" / "default"), "--cores", "1", target,
+               "--configfile", str(workdir / "config.yaml")]
     process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
@@ -153,6 +153,7 @@ def test_interrupted_extraction_is_redone(study, tmp_path):
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert not (workdir / target).exists(), "a killed extraction left a manifest behind"
+    snakemake(workdir, "--unlock")  # a SIGKILL (unlike Ctrl-C) leaves Snakemake's lock behind
     rerun = snakemake(workdir, target)
     assert "extract_predictions" in rerun.stdout + rerun.stderr
     assert json.loads((workdir / target).read_text())["num_examples"] == 300
