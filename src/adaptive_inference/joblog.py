@@ -31,3 +31,17 @@ def job_log(path: Path | str) -> Iterator[logging.Logger]:
             traceback.print_exc(file=handle)
             print(f"{type(error).__name__}: {error}", file=real_stderr)
             raise
+
+
+def put_package_on_job_path() -> str:
+    """Make the workflow's jobs import this very package, also in a conda env that lacks it.
+
+    Called by the Snakefile: jobs inherit ``PYTHONPATH`` (this package's parent folder first),
+    so a job run with ``--sm-env conda`` imports the checkout's code, not a stale install.
+    """
+    import os
+
+    source = str(Path(__file__).resolve().parents[1])
+    rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != source]
+    os.environ["PYTHONPATH"] = os.pathsep.join([source, *rest])
+    return source

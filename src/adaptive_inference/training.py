@@ -150,7 +150,7 @@ def train(
             total_loss += float(loss.detach()) * len(y)
             total_correct += int((outputs[-1].argmax(1) == y).sum())
             seen += len(y)
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{total_correct / seen:.3f}")
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{total_correct / seen:.3f}", refresh=False)
         row: dict[str, Any] = {
             "epoch": epoch,
             "lr_end": schedule.get_last_lr()[0],

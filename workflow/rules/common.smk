@@ -1,13 +1,18 @@
 # Config validation and the helpers (get_<thing>) the rules share.
+from pathlib import Path
+
 from snakemake.utils import validate
 
 from adaptive_inference.config import ConfigError, check_config
+from adaptive_inference.joblog import put_package_on_job_path
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 try:
     check_config(config)
 except ConfigError as error:
     raise WorkflowError(f"Invalid config: {error}") from None
+
+put_package_on_job_path()
 
 RESULTS = "results"
 LOGS = f"{RESULTS}/logs"

@@ -6,10 +6,12 @@ rule prepare_data:
         get_dataset_files(),
     log:
         f"{LOGS}/prepare_data.log",
+    conda:
+        "../../envs/environment.yaml"
     params:
-        root=config["data"]["root"],
-        source=config["data"]["source"],
-        download=config["data"]["download"],
+        # data.source and data.download say where the files come from, not what they hold:
+        # the script reads them from the config, so changing them re-runs nothing.
+        root=lambda wildcards, output: Path(output[0]).parents[2],
     script:
         "../scripts/prepare_data.py"
 
@@ -21,6 +23,8 @@ rule make_splits:
         f"{RESULTS}/splits/eval_splits.parquet",
     log:
         f"{LOGS}/make_splits.log",
+    conda:
+        "../../envs/environment.yaml"
     params:
         data=get_data_params(),
         splits=config["splits"],

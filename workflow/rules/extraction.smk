@@ -13,6 +13,8 @@ rule extract_predictions:
         f"{LOGS}/extract_predictions/{{network}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/extract_predictions/{{network}}.tsv"
+    conda:
+        "../../envs/environment.yaml"
     threads: workflow.cores
     resources:
         gpu=1 if config["device"] == "cuda" else 0,

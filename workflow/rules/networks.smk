@@ -12,6 +12,8 @@ rule train_network:
         f"{LOGS}/train_network/{{network}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_network/{{network}}.tsv"
+    conda:
+        "../../envs/environment.yaml"
     threads: workflow.cores
     params:
         network=get_network_params,

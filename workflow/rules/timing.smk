@@ -12,6 +12,8 @@ rule time_network:
         summary=f"{RESULTS}/timing/{{network}}/summary.json",
     log:
         f"{LOGS}/time_network/{{network}}.log",
+    conda:
+        "../../envs/environment.yaml"
     threads: workflow.cores
     params:
         timing=config["timing"],
