@@ -17,6 +17,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/networks.smk"
 include: "workflow/rules/extraction.smk"
 include: "workflow/rules/timing.smk"
+include: "workflow/rules/policies.smk"
 
 
 rule all:

@@ -96,6 +96,36 @@ def test_outputs_of_the_study(study):
     ] == ["stage1", "stage2", "final"]
 
 
+SCHEMES = ["early_exit", "network_selection", "combined"]
+
+
+def test_policy_sweeps_of_every_scheme(study):
+    from adaptive_inference.sweep import load_policies
+
+    results = study / "results"
+    decision = json.loads((results / "timing" / "policy_decision.json").read_text())
+    assert decision["settings"]["latency"]["per_example_ms"] > 0
+    for scheme in SCHEMES:
+        points = pd.read_parquet(results / "policies" / scheme / "points.parquet")
+        assert set(points["scheme"]) == {scheme}
+        assert {"learned", "myopic", "uniform", "oracle", "single"} <= set(points["method"])
+        (reference,) = set(points["reference"])  # the configured reference's full network
+        assert reference in {"exit_resnet", "exit_resnet/final"}
+        nodes = pd.read_parquet(results / "policies" / scheme / "nodes.parquet")
+        fractions = nodes.groupby("point_id")["stop_fraction"].sum()
+        np.testing.assert_allclose(fractions, 1.0, atol=1e-9)
+        saved, policies = load_policies(results / "policies" / scheme / "policies.pkl")
+        assert set(saved["point_id"]) == set(policies)
+        headline = pd.read_csv(results / "policies" / scheme / "speedup_at_loss.csv")
+        assert set(headline["max_loss"]) == {0.5, 1.0, 2.0}
+
+
+def test_lambda_grid_reruns_only_policies(study, tmp_path):
+    changed = write_config(tmp_path / "changed.yaml", **{"policies.lambdas": {"count": 5, "refine": 0}})
+    planned = planned_rules(snakemake(study, "--dry-run", config=changed))
+    assert sorted(planned) == sorted(["all"] + ["fit_policies"] * 3)
+
+
 def test_second_run_does_nothing(study):
     assert planned_rules(snakemake(study, "--dry-run")) == []
 
@@ -103,13 +133,18 @@ def test_second_run_does_nothing(study):
 def test_timing_batch_size_reruns_only_timing(study, tmp_path):
     changed = write_config(tmp_path / "changed.yaml", **{"timing.batch_sizes": {"latency": 1, "throughput": 4}})
     planned = planned_rules(snakemake(study, "--dry-run", config=changed))
-    assert sorted(set(planned)) == ["all", "time_network"] and planned.count("time_network") == 3
+    # the policies trade against the timing tables, so they follow; extraction and training do not
+    assert sorted(set(planned)) == ["all", "fit_policies", "time_network", "time_policy_decision"]
+    assert planned.count("time_network") == 3
 
 
 def test_network_training_change_reruns_that_network_only(study, tmp_path):
     changed = write_config(tmp_path / "changed.yaml", **{"networks.linear.training": {"epochs": 2}})
     planned = planned_rules(snakemake(study, "--dry-run", config=changed))
-    assert sorted(planned) == sorted(["all", "train_network", "extract_predictions", "time_network"])
+    assert sorted(planned) == sorted(
+        ["all", "train_network", "extract_predictions", "time_network"]
+        + ["fit_policies"] * 2  # the schemes that use the linear network
+    )
 
 
 @pytest.mark.parametrize(

@@ -42,6 +42,11 @@ def network_spec(config: Mapping[str, Any], network: str, *, num_classes: int, i
     }
 
 
+def reference_network(config: Mapping[str, Any]) -> str:
+    """The study's reference: ``policies.reference``, else the last network listed."""
+    return config.get("policies", {}).get("reference") or list(config["networks"])[-1]
+
+
 def check_config(config: Mapping[str, Any]) -> None:
     """Raise :class:`ConfigError` for values the schema lets through but the study cannot use."""
     fractions = config.get("splits", {}).get("fractions", {})
@@ -54,6 +59,22 @@ def check_config(config: Mapping[str, Any]) -> None:
     data = config["data"]
     if data["dataset"] == "image_folder" and not data.get("image_folder", {}).get("eval"):
         raise ConfigError("data.image_folder.eval must name the evaluation images' folder")
+    policies = config.get("policies", {})
+    reference = policies.get("reference")
+    if reference is not None and reference not in config["networks"]:
+        raise ConfigError(
+            f"policies.reference is {reference!r}, not one of the networks "
+            f"({', '.join(config['networks'])})."
+        )
+    for scheme, entry in policies.get("schemes", {}).items():
+        unknown = [n for n in entry["networks"] if n not in config["networks"]]
+        if unknown:
+            raise ConfigError(
+                f"policies.schemes.{scheme}.networks names {unknown}, which are not in `networks` "
+                f"({', '.join(config['networks'])})."
+            )
+        if entry["graph"] == "early_exit" and len(entry["networks"]) != 1:
+            raise ConfigError(f"policies.schemes.{scheme}: an early_exit graph takes one network.")
     for name in config["networks"]:
         weights = network_training(config, name).get("exit_weights")
         if weights is None:
