@@ -1,0 +1,61 @@
+import copy
+
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+
+from adaptive_inference.config import ConfigError, check_config, load_config, network_training, reference_network
+
+from conftest import REPO
+
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+
+
+@pytest.fixture(scope="module")
+def default():
+    return load_config(REPO / "config.yaml", SCHEMA)
+
+
+@pytest.mark.parametrize("path", ["config.yaml", "tests/configs/tiny.yaml"])
+def test_shipped_configs_are_valid(path):
+    config = load_config(REPO / path, SCHEMA)
+    assert config["policies"]["schemes"] and config["policies"]["lambdas"]["count"] > 1
+
+
+def test_defaults_fill_missing_sections(tmp_path):
+    minimal = {"study": "x", "data": {"dataset": "fashion_mnist"}, "networks": {"a": {"arch": "linear"}}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(minimal))
+    config = load_config(tmp_path / "c.yaml", SCHEMA)
+    assert config["timing"]["batch_sizes"] == {"latency": 1, "throughput": 256}
+    assert config["splits"]["fractions"]["test"] == 0.5
+
+
+def test_network_training_overrides_the_defaults(default):
+    merged = network_training(default, "exit_resnet")
+    assert merged["exit_weights"] == [0.3, 0.3, 1.0] and merged["batch_size"] == 256
+    assert reference_network(default) == "exit_resnet"
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c["policies"].update(reference="vgg"), "policies.reference"),
+        (lambda c: c["policies"]["schemes"]["early_exit"].update(networks=["linear", "small_cnn"]), "one network"),
+        (lambda c: c["policies"]["schemes"]["combined"].update(networks=["resnet"]), "policies.schemes.combined"),
+        (lambda c: c["splits"]["fractions"].update(test=0.6), "sum to 1"),
+        (lambda c: c["data"].update(dataset="image_folder"), "data.image_folder.eval"),
+    ],
+)
+def test_semantic_errors_name_the_key(default, edit, message):
+    config = copy.deepcopy(default)
+    edit(config)
+    with pytest.raises(ConfigError, match=message):
+        check_config(config)
+
+
+def test_unknown_key_is_named(tmp_path):
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["timing"]["iteratons"] = 5
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(WorkflowError, match="iteratons"):
+        load_config(tmp_path / "c.yaml", SCHEMA)
