@@ -5,7 +5,7 @@ Modules, one job each: ``data`` (datasets), ``splits`` (evaluation-set splits), 
 multi-exit network family), ``training``, ``extraction`` (per-example predictions at every exit),
 ``timing`` (Caffe-style per-layer timing), ``decision`` (a policy decision as tensor operations,
 and its cost), ``graph`` (DAGs of stages), ``policies`` (the paper's learned policies),
-``baselines`` (myopic's counterparts: uniform, cascade, oracle, single), ``sweep`` (budget sweeps
+``baselines`` (uniform, cascade, oracle, single), ``sweep`` (budget sweeps
 and their tables), ``config`` (config checks), ``io`` (atomic outputs), ``joblog`` (job logs).
 """
 
