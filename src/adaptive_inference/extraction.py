@@ -81,6 +81,48 @@ class Extraction:
         write_json(manifest, manifest_path)
 
 
+def _batches(dataset: Dataset, batch_size: int, device: torch.device, num_workers: int):
+    """(images, labels) batches in order. An in-memory dataset is sliced (views, no copies; its
+    tensors pinned once when the target is a GPU); others go through a :class:`DataLoader`."""
+    if isinstance(dataset, TensorDataset):
+        images, labels = dataset.tensors[:2]
+        if device.type == "cuda" and not images.is_pinned():
+            images = images.pin_memory()
+        for start in range(0, len(labels), batch_size):
+            yield images[start : start + batch_size], labels[start : start + batch_size]
+    else:
+        yield from make_loader(dataset, batch_size, device=device, num_workers=num_workers)
+
+
+class _HostBuffers:
+    """Per-example outputs gathered on the host, example-major so that each batch's rows are one
+    contiguous block: on a GPU, the copies are asynchronous into pinned memory and the device
+    runs ahead of the host (one synchronisation at the end, none per batch)."""
+
+    def __init__(self, n: int, exits: int, classes: int, k: int, probs_dtype: torch.dtype, pin: bool):
+        def empty(*shape, dtype=torch.float32):
+            return torch.empty(shape, dtype=dtype, pin_memory=pin)
+
+        self.probs = empty(n, exits, classes, dtype=probs_dtype)
+        self.top_p = empty(n, exits, k)
+        self.top_i = empty(n, exits, k, dtype=torch.int32)
+        self.entropy = empty(n, exits)
+        self.labels = empty(n, dtype=torch.int64)
+
+    def put(self, start: int, probs: torch.Tensor, feats: Mapping[str, torch.Tensor], labels) -> None:
+        stop = start + probs.shape[0]
+        b, e = probs.shape[:2]
+        self.probs[start:stop].copy_(probs.to(self.probs.dtype), non_blocking=True)
+        self.top_p[start:stop].copy_(feats["top_p"].reshape(b, e, -1), non_blocking=True)
+        self.top_i[start:stop].copy_(feats["top_i"].reshape(b, e, -1).int(), non_blocking=True)
+        self.entropy[start:stop].copy_(feats["entropy"].reshape(b, e), non_blocking=True)
+        self.labels[start:stop].copy_(torch.as_tensor(labels), non_blocking=True)
+
+    def exit_major(self, name: str) -> np.ndarray:
+        """A buffer as a NumPy array with the exit first: (exits, examples, ...)."""
+        return np.ascontiguousarray(np.swapaxes(getattr(self, name).numpy(), 0, 1))
+
+
 @torch.inference_mode()
 def extract(
     model: MultiExitNetwork,
@@ -101,41 +143,50 @@ def extract(
     if channels_last:
         model = model.to(memory_format=fmt)
     n = len(dataset)
-    loader = make_loader(dataset, batch_size, device=device, num_workers=num_workers)
-    probs_out: np.ndarray | None = None
-    labels = np.empty(n, dtype=np.int64)
-    feats: dict[str, list[np.ndarray]] = {}
+    if n == 0:
+        raise ValueError("the evaluation set is empty")
+    host: _HostBuffers | None = None
     start, position = time.perf_counter(), 0
-    for images, targets in tqdm(loader, desc="extract", disable=not progress, mininterval=2.0):
+    batches = _batches(dataset, batch_size, device, num_workers)
+    total = -(-n // batch_size)
+    for images, targets in tqdm(batches, total=total, desc="extract", disable=not progress, mininterval=2.0):
         images = images.to(device, non_blocking=True)
         if images.dim() == 4:
             images = images.contiguous(memory_format=fmt)
         outputs = model(images)
-        probs = torch.stack([out.float().softmax(1) for out in outputs])  # (exits, batch, classes)
-        if probs_out is None:
-            probs_out = np.empty((probs.shape[0], n, probs.shape[2]), dtype=probs_dtype)
-        f = confidence_features(probs.flatten(0, 1), topk)
-        stop = position + probs.shape[1]
-        probs_out[:, position:stop] = probs.cpu().numpy()
-        labels[position:stop] = np.asarray(targets)
-        for name, value in f.items():
-            feats.setdefault(name, []).append(value.reshape(probs.shape[0], probs.shape[1], -1).cpu().numpy())
-        position = stop
+        probs = torch.stack([out.float().softmax(1) for out in outputs], dim=1)  # (batch, exits, classes)
+        feats = confidence_features(probs.flatten(0, 1), topk)
+        if host is None:
+            k = feats["top_p"].shape[1]
+            host = _HostBuffers(n, probs.shape[1], probs.shape[2], k, getattr(torch, probs_dtype), device.type == "cuda")
+        host.put(position, probs, feats, targets)
+        position += probs.shape[0]
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    loop_seconds = time.perf_counter() - start
+    top_p = host.exit_major("top_p")
+    feats_np = {
+        "top_p": top_p,
+        "top_i": host.exit_major("top_i"),
+        "max_prob": top_p[..., 0],
+        "margin": top_p[..., 0] - top_p[..., 1] if top_p.shape[-1] > 1 else top_p[..., 0],
+        "entropy": host.exit_major("entropy"),
+    }
+    probs_out = host.exit_major("probs")
+    table = _tidy(model, host.labels.numpy(), feats_np)
     seconds = time.perf_counter() - start
-    if probs_out is None:
-        raise ValueError("the evaluation set is empty")
-    table = _tidy(model, labels, {k: np.concatenate(v, axis=1) for k, v in feats.items()})
     manifest = {
         "network_exits": list(model.exit_names),
         "num_examples": n,
         "num_classes": int(probs_out.shape[2]),
         "probs_shape": list(probs_out.shape),
         "probs_dtype": probs_dtype,
-        "topk": int(feats["top_i"][0].shape[2]),
+        "topk": int(top_p.shape[2]),
         "columns": {c: str(t) for c, t in table.dtypes.items()},
         "device": str(device),
         "batch_size": batch_size,
         "seconds": seconds,
+        "loop_seconds": loop_seconds,
         "images_per_second": n / seconds if seconds > 0 else None,
         "torch": torch.__version__,
     }
