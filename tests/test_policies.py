@@ -174,6 +174,37 @@ def test_decision_list_steps_train_on_the_examples_sent_on():
     assert estimators[1] is not None and estimators[1].n_features_in_ == 1
 
 
+def test_a_rule_choosing_one_action_for_every_example_is_constant():
+    # mixed labels, so the steps are fitted, but the features say nothing and the examples
+    # where going on is cheaper weigh little: the fitted rule stops everything
+    n = 400
+    rng = np.random.default_rng(0)
+    go_better = rng.random(n) < 0.05
+    costs = np.stack([np.where(go_better, 0.51, 0.0), np.where(go_better, 0.5, 1.0)])
+    from adaptive_inference.policies import NodeFeatures
+
+    feats = NodeFeatures(
+        z=rng.standard_normal((n, 2)), mean=np.zeros(2), scale=np.ones(2), names=["x", "y"]
+    )
+    rule, chosen, estimators = fit_node_rule(
+        0, [STOP, 1], costs, feats, lambda step: TradeoffPolicy()._estimator(0, step, None)
+    )
+    assert (chosen == 0).all()
+    assert rule.constant_action == STOP and not rule.learned.any()
+    assert estimators == [None] and not rule.coef.any()
+    # in a policy: such a node computes no decision and pays none
+    correct = np.ones((2, n), dtype=bool)
+    correct[0] = ~go_better
+    features = np.repeat(rng.random((1, n, 4)), 2, axis=0).astype(np.float32)
+    g = make_graph(correct, features=features, alone_ms=[1.0, 2.0], decision_ms=0.5)
+    policy = fit_policy(g, None, 0.2)
+    assert policy.rules_[0].constant_action == STOP
+    route = policy.route(g)
+    assert not route.decided.any() and (route.stop == 0).all()
+    assert policy.train_cost_ms_ == pytest.approx(1.0)
+    assert objective(g, route, 0.2) == pytest.approx(policy.train_objective_, abs=1e-12)
+
+
 # -------------------------------------------------------------------------------------------
 # The linear rules, pickling
 # -------------------------------------------------------------------------------------------

@@ -139,6 +139,25 @@ def test_early_exit_sweep_and_refinement(tables, split):
     assert set(grid) <= set(lams)
 
 
+def test_refinement_does_not_spend_its_budget_on_a_jump():
+    # node 0 right for half of the examples, node 1 always; features that say nothing: the
+    # policy jumps from "all go on" to "all stop" at lambda = 0.5 / 2 ms, which no lambda resolves
+    n = 400
+    correct = np.ones((2, n), dtype=bool)
+    correct[0, ::2] = False
+    features = np.full((2, n, 4), 0.5, dtype=np.float32)
+    graph = make_graph(correct, features=features, alone_ms=[1.0, 2.0])
+    grid = np.geomspace(0.01, 10.0, 10)
+    curve = fit_curve(graph, None, grid, refine=30, loss="top1")
+    lams = np.array([p.lam for p in curve])
+    loss = np.array([p.train_loss_ for p in curve])
+    assert loss.min() == 0.0 and loss.max() == 0.5  # both sides of the jump are on the curve
+    assert np.all(lams[1:] / lams[:-1] > 1.005)  # never split closer than 1% in lambda
+    assert len(curve) < len(grid) + 15
+    jump = np.flatnonzero(np.diff(loss))
+    assert len(jump) == 1 and lams[jump[0]] < 0.25 < lams[jump[0] + 1]
+
+
 def test_train_and_test_must_not_overlap(selection_sweep):
     graph, _ = selection_sweep
     with pytest.raises(ValueError, match="overlap"):

@@ -29,8 +29,10 @@ lambda and node.
 **Classifier**: scikit-learn's :class:`~sklearn.linear_model.LogisticRegression` with
 ``sample_weight`` on features standardised by a :class:`~sklearn.preprocessing.StandardScaler`
 fitted once per node on all training examples. A step whose kept examples all share one label
-(or that has none) is a constant rule. Every step, learned or constant, is a linear rule on the
-standardised features: take the action when ``((x - mean) / scale) @ coef + intercept > 0``; a
+(or that has none) is a constant rule; so is a whole node whose fitted steps send every training
+example to the same action (it would pay the decision cost for nothing). Every step, learned or
+constant, is a linear rule on the standardised features: take the action when
+``((x - mean) / scale) @ coef + intercept > 0``; a
 constant step has ``coef = 0`` and ``intercept = +1`` (take) or ``-1`` (defer). So a runtime can
 apply a node's policy with a few tensor operations (:class:`NodeRule`).
 """
@@ -166,7 +168,8 @@ def fit_node_rule(
 
     Returns:
         The rule, the index (into ``actions``) it chooses for each training example, and the
-        fitted estimator of each step (None for constant steps).
+        fitted estimator of each step (None for constant steps, and for every step when the
+        fitted steps choose one action for every example: then the rule is that constant).
     """
     num_actions, n = costs.shape
     steps = num_actions - 1
@@ -190,6 +193,15 @@ def fit_node_rule(
         taken = z @ c + b > 0
         chosen[pending[taken]] = step
         pending = pending[~taken]
+    if learned.any() and n and (chosen == chosen[0]).all():
+        # fitted steps that send every training example to the same action: the constant rule
+        # takes the same actions on the training examples without computing a decision
+        coef[:] = 0.0
+        intercept[:] = -1.0
+        if chosen[0] < steps:
+            intercept[chosen[0]] = 1.0
+        learned[:] = False
+        estimators = [None] * steps
     rule = NodeRule(
         node=node,
         actions=np.asarray(actions, dtype=np.int64),

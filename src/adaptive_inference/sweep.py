@@ -37,7 +37,8 @@ log-spaced between
 
 Most of a log-spaced grid between these falls where the curve hardly moves, so each learned and
 myopic curve gets ``lambda_refine`` more lambdas (default 20, after ``lambda_count`` = 40)
-where its *training* points are furthest apart (:func:`fit_curve`).
+where its *training* points are furthest apart, never closer than 1% in lambda
+(:func:`fit_curve`).
 
 :func:`save_policies` / :func:`load_policies` keep the fitted policies; :func:`speedup_at_loss`
 reads off the best speedup at a given loss.
@@ -106,6 +107,7 @@ def fit_curve(
     loss_step: float = 0.0025,
     cost_step: float = 0.02,
     max_loss: float = 0.05,
+    min_ratio: float = 1.01,
     features: list | None = None,
     warm_start: bool = True,
     **params: Any,
@@ -118,9 +120,12 @@ def fit_curve(
     units of the target resolution: ``max(|d loss| / loss_step, |d log cost| / cost_step)``
     (defaults: a quarter of a point of loss, 2% of cost), among the pairs where the policy
     loses at most ``max_loss`` (5 points) against the reference on the training examples,
-    until every such gap is within the resolution or ``refine`` points were added. The test
-    split is never looked at. ``params`` go to :class:`TradeoffPolicy`; each fit is
-    warm-started from its neighbour below when ``warm_start``.
+    until every such gap is within the resolution or ``refine`` points were added. A pair whose
+    lambdas are within a factor ``min_ratio`` (1%) of each other is not split again: a gap that
+    survives such a bisection is a jump of the fitted policies (a rule flipping as lambda
+    crosses a value), which more lambdas cannot resolve, and bisecting it would spend the whole
+    budget there. The test split is never looked at. ``params`` go to :class:`TradeoffPolicy`;
+    each fit is warm-started from its neighbour below when ``warm_start``.
     """
     grid = np.sort(np.asarray(lambdas, dtype=float))
     rows = graph.rows(train)
@@ -146,7 +151,7 @@ def fit_curve(
         relevant = np.minimum(loss[:-1], loss[1:]) - reference_loss <= max_loss
         lams = np.array([p.lam for p in curve])
         mids = np.where(lams[:-1] > 0, np.sqrt(lams[:-1] * lams[1:]), (lams[:-1] + lams[1:]) / 2)
-        splittable = (mids > lams[:-1]) & (mids < lams[1:])
+        splittable = (mids > lams[:-1]) & (mids < lams[1:]) & (lams[1:] > min_ratio * lams[:-1])
         gaps = np.where(relevant & splittable, gaps, 0.0)
         i = int(np.argmax(gaps))
         if gaps[i] <= 1.0:
