@@ -18,6 +18,10 @@ include: "workflow/rules/networks.smk"
 include: "workflow/rules/extraction.smk"
 include: "workflow/rules/timing.smk"
 include: "workflow/rules/policies.smk"
+include: "workflow/rules/figures.smk"
+
+
+report: "workflow/report/workflow.rst"
 
 
 rule all:

@@ -59,3 +59,31 @@ def test_unknown_key_is_named(tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     with pytest.raises(WorkflowError, match="iteratons"):
         load_config(tmp_path / "c.yaml", SCHEMA)
+
+
+def test_figure_options_resolve_schemes_and_methods(default):
+    from adaptive_inference.config import figure_notebooks, figure_options
+
+    config = copy.deepcopy(default)
+    assert figure_options(config, "exit_proportions")["schemes"] == list(config["policies"]["schemes"])
+    assert figure_options(config, "early_exit")["scheme"] == "early_exit"
+    config["figures"]["early_exit"]["scheme"] = None
+    config["figures"]["network_selection"]["schemes"] = None
+    assert figure_options(config, "early_exit")["scheme"] == "early_exit"  # the first early_exit graph
+    assert figure_options(config, "network_selection")["schemes"] == ["network_selection", "combined"]
+    config["policies"]["methods"] = ["learned", "oracle"]
+    assert figure_options(config, "oracle")["methods"] == ["learned"]
+    assert figure_notebooks(config)[-1] == "6_summary"
+    config["policies"]["methods"] = ["learned"]
+    del config["policies"]["schemes"]["early_exit"]
+    config["figures"]["early_exit"]["scheme"] = None
+    config["figures"]["network_selection"]["compare_schemes"] = None
+    config["figures"]["exit_proportions"]["schemes"] = None
+    assert figure_notebooks(config) == ["1_networks", "3_network_selection", "4_exit_proportions", "6_summary"]
+
+
+def test_figure_schemes_must_be_policy_schemes(default):
+    config = copy.deepcopy(default)
+    config["figures"]["oracle"]["schemes"] = ["combined", "cascades"]
+    with pytest.raises(ConfigError, match=r"figures.oracle.schemes names \['cascades'\]"):
+        check_config(config)

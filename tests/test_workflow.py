@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -97,6 +98,16 @@ def test_outputs_of_the_study(study):
 
 
 SCHEMES = ["early_exit", "network_selection", "combined"]
+NOTEBOOK_RULES = {
+    "1_networks": "notebook_networks",
+    "2_early_exit": "notebook_early_exit",
+    "3_network_selection": "notebook_network_selection",
+    "4_exit_proportions": "notebook_exit_proportions",
+    "5_oracle": "notebook_oracle",
+    "6_summary": "notebook_summary",
+}
+# The notebooks that read the policies' tables (all but the networks' one).
+POLICY_NOTEBOOKS = [rule for rule in NOTEBOOK_RULES.values() if rule != "notebook_networks"]
 
 
 def test_policy_sweeps_of_every_scheme(study):
@@ -120,10 +131,10 @@ def test_policy_sweeps_of_every_scheme(study):
         assert set(headline["max_loss"]) == {0.5, 1.0, 2.0}
 
 
-def test_lambda_grid_reruns_only_policies(study, tmp_path):
+def test_lambda_grid_reruns_only_policies_and_their_notebooks(study, tmp_path):
     changed = write_config(tmp_path / "changed.yaml", **{"policies.lambdas": {"count": 5, "refine": 0}})
     planned = planned_rules(snakemake(study, "--dry-run", config=changed))
-    assert sorted(planned) == sorted(["all"] + ["fit_policies"] * 3)
+    assert sorted(planned) == sorted(["all"] + ["fit_policies"] * 3 + POLICY_NOTEBOOKS)
 
 
 def test_second_run_does_nothing(study):
@@ -134,7 +145,9 @@ def test_timing_batch_size_reruns_only_timing(study, tmp_path):
     changed = write_config(tmp_path / "changed.yaml", **{"timing.batch_sizes": {"latency": 1, "throughput": 4}})
     planned = planned_rules(snakemake(study, "--dry-run", config=changed))
     # the policies trade against the timing tables, so they follow; extraction and training do not
-    assert sorted(set(planned)) == ["all", "fit_policies", "time_network", "time_policy_decision"]
+    assert sorted(set(planned)) == sorted(
+        ["all", "fit_policies", "time_network", "time_policy_decision", *NOTEBOOK_RULES.values()]
+    )
     assert planned.count("time_network") == 3
 
 
@@ -144,7 +157,101 @@ def test_network_training_change_reruns_that_network_only(study, tmp_path):
     assert sorted(planned) == sorted(
         ["all", "train_network", "extract_predictions", "time_network"]
         + ["fit_policies"] * 2  # the schemes that use the linear network
+        # and the notebooks that read them or the networks; not early exit (exit_resnet only)
+        + [rule for rule in NOTEBOOK_RULES.values() if rule != "notebook_early_exit"]
     )
+
+
+@pytest.mark.parametrize(
+    "change, rules",
+    [
+        ({"figures": {"early_exit": {"max_loss": 2.5}}}, ["notebook_early_exit"]),
+        ({"figures": {"exit_proportions": {"loss_levels": [1.0]}}}, ["notebook_exit_proportions"]),
+        ({"figures": {"style": {"palette": "deep"}}}, list(NOTEBOOK_RULES.values())),
+    ],
+    ids=["one-option", "operating-points", "style"],
+)
+def test_figure_option_reruns_only_its_notebooks(study, tmp_path, change, rules):
+    changed = write_config(tmp_path / "changed.yaml", **change)
+    planned = planned_rules(snakemake(study, "--dry-run", config=changed))
+    assert sorted(planned) == sorted(["all", *rules])
+
+
+def test_editing_a_notebook_reruns_it(study, tmp_path):
+    """A copy of the workflow (files and times kept) whose early-exit template is edited."""
+    copy = tmp_path / "workflow"
+    for part in ["Snakefile", "workflow", "notebooks", "profiles", "envs", "src/adaptive_inference/figures.py"]:
+        source, target = REPO / part, copy / part
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, target)
+    template = copy / "notebooks" / "2_early_exit.ipynb"
+    template.write_text(template.read_text().replace("# Early exit", "# Early exit, edited", 1))
+    command = [*SNAKEMAKE, "--snakefile", str(copy / "Snakefile"), "--directory", str(study),
+               "--profile", str(REPO / "profiles" / "default"), "--cores", "2", "--dry-run",
+               # the copy's paths differ from the study's record: only modification times count
+               "--rerun-triggers", "mtime", "--configfile", str(study / "config.yaml")]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=study)
+    assert result.returncode == 0, result.stderr
+    assert sorted(planned_rules(result)) == ["all", "notebook_early_exit"]
+
+
+def test_every_notebook_ran_with_its_parameters(study):
+    """The papermill smoke test: every template executed on the tiny study's results (by the
+    study's own rules, which refuse an unknown or missing parameter)."""
+    import nbformat
+
+    from adaptive_inference.notebooks import NOTEBOOKS
+
+    results = study / "results"
+    for name in NOTEBOOKS:
+        notebook = nbformat.read(results / "notebooks" / f"{name}.ipynb", as_version=4)
+        assert notebook.cells[1].metadata["tags"] == ["injected-parameters"]
+        outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
+        assert not [o for o in outputs if o.output_type == "error" or o.get("name") == "stderr"], name
+        assert sum("image/png" in o.get("data", {}) for o in outputs) >= 1, name
+        assert notebook.metadata["papermill"]["input_path"] == f"notebooks/{name}.ipynb"
+        page = (results / "notebooks" / f"{name}.html").read_text()
+        assert "<img" in page and "import pandas" not in page  # code hidden
+        figures = sorted((results / "figures" / name).iterdir())
+        assert figures and {f.suffix for f in figures} == {".png", ".svg"}
+        for png in (f for f in figures if f.suffix == ".png"):
+            assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 5000
+    index = (results / "index.html").read_text()
+    for link in re.findall(r'(?:href|src)="([^"]+)"', index):
+        assert link == "report.html" or (results / link).is_file(), link
+
+
+def test_rendered_pages_hold_no_machine_paths(study):
+    results = study / "results"
+    machine = {str(study.resolve()), str(REPO), sys.prefix, os.path.expanduser("~") + "/"}
+    pages = [results / "index.html", *(results / "notebooks").glob("*.html"),
+             *(results / "notebooks").glob("*.ipynb")]
+    assert len(pages) == 13
+    for page in pages:
+        text = page.read_text()
+        found = [path for path in machine if path in text]
+        assert not found, f"{page.name} holds {found}"
+        assert not re.search(r"20\d\d-\d\d-\d\dT\d\d:\d\d", text), f"{page.name} holds a time stamp"
+
+
+def test_snakemake_report_includes_the_figures(study, tmp_path):
+    snakemake(study, "--report", str(tmp_path / "report.html"))
+    report = (tmp_path / "report.html").read_text()
+    for caption in ["speedup vs loss", "exit gain", "oracle share", "headline", "layer timing"]:
+        assert caption in report
+
+
+def test_rendered_pages_in_headless_chromium(study, tmp_path):
+    """tools/screenshot_pages.py: every page opens, shows its figures and is not blank."""
+    sys.path.insert(0, str(REPO / "tools"))
+    try:
+        import screenshot_pages
+    finally:
+        sys.path.remove(str(REPO / "tools"))
+    if screenshot_pages.find_chromium() is None:
+        pytest.skip("no Chromium on this machine (Debian: apt-get install chromium)")
+    assert screenshot_pages.main([str(study / "results"), "--out", str(tmp_path)]) == 0
+    assert len(list(tmp_path.glob("*.png"))) == 7
 
 
 @pytest.mark.parametrize(

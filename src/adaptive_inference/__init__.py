@@ -6,7 +6,9 @@ multi-exit network family), ``training``, ``extraction`` (per-example prediction
 ``timing`` (Caffe-style per-layer timing), ``decision`` (a policy decision as tensor operations,
 and its cost), ``graph`` (DAGs of stages), ``policies`` (the paper's learned policies),
 ``baselines`` (uniform, cascade, oracle, single), ``sweep`` (budget sweeps
-and their tables), ``config`` (config checks), ``io`` (atomic outputs), ``joblog`` (job logs).
+and their tables), ``figures`` (the notebooks' style and plotting helpers), ``notebooks``
+(papermill runs, HTML pages, the index), ``config`` (config checks), ``io`` (atomic outputs),
+``joblog`` (job logs).
 """
 
 __version__ = "0.1.0"

@@ -75,6 +75,13 @@ def check_config(config: Mapping[str, Any]) -> None:
             )
         if entry["graph"] == "early_exit" and len(entry["networks"]) != 1:
             raise ConfigError(f"policies.schemes.{scheme}: an early_exit graph takes one network.")
+    for key, schemes in _figure_schemes(config.get("figures", {})):
+        unknown = [s for s in schemes if s not in policies.get("schemes", {})]
+        if unknown:
+            raise ConfigError(
+                f"figures.{key} names {unknown}, which are not in `policies.schemes` "
+                f"({', '.join(policies.get('schemes', {})) or 'none'})."
+            )
     for name in config["networks"]:
         weights = network_training(config, name).get("exit_weights")
         if weights is None:
@@ -86,6 +93,61 @@ def check_config(config: Mapping[str, Any]) -> None:
                 f"networks.{name}.training.exit_weights has {len(weights)} values but "
                 f"{spec['arch']} with these options has {exits} exits: give one weight per exit."
             )
+
+
+def _figure_schemes(figures: Mapping[str, Any]):
+    """(key, explicitly named schemes) of the figures section."""
+    scheme = figures.get("early_exit", {}).get("scheme")
+    if scheme is not None:
+        yield "early_exit.scheme", [scheme]
+    for section, key in [
+        ("network_selection", "schemes"), ("network_selection", "compare_schemes"),
+        ("exit_proportions", "schemes"), ("oracle", "schemes"),
+    ]:
+        value = figures.get(section, {}).get(key)
+        if value is not None:
+            yield f"{section}.{key}", list(value)
+
+
+def figure_options(config: Mapping[str, Any], section: str) -> dict[str, Any]:
+    """The options of one notebook (``figures.<section>``) as its rule passes them: schemes left
+    null resolved to the study's schemes, methods narrowed to those the policies computed."""
+    options = copy.deepcopy(dict(config.get("figures", {}).get(section, {})))
+    policies = config.get("policies", {})
+    schemes = policies.get("schemes", {})
+    if "methods" in options:
+        computed = policies.get(
+            "methods", ["learned", "myopic", "uniform", "cascade", "oracle", "single"]
+        )
+        options["methods"] = [m for m in options["methods"] if m in computed]
+    if section == "early_exit" and options.get("scheme") is None:
+        graphs = [name for name, entry in schemes.items() if entry["graph"] == "early_exit"]
+        options["scheme"] = graphs[0] if graphs else None
+    if section == "network_selection":
+        if options.get("schemes") is None:
+            options["schemes"] = [
+                name for name, entry in schemes.items()
+                if entry["graph"] in ("network_selection", "combined")
+            ]
+        if options.get("compare_schemes") is None:
+            options["compare_schemes"] = list(schemes)
+    if section in ("exit_proportions", "oracle") and options.get("schemes") is None:
+        options["schemes"] = list(schemes)
+    return options
+
+
+def figure_notebooks(config: Mapping[str, Any]) -> list[str]:
+    """The notebooks this study renders, in reading order (those with something to draw)."""
+    has_oracle = "oracle" in config.get("policies", {}).get("methods", ["oracle"])
+    wanted = {
+        "1_networks": True,
+        "2_early_exit": figure_options(config, "early_exit")["scheme"] is not None,
+        "3_network_selection": bool(figure_options(config, "network_selection")["schemes"]),
+        "4_exit_proportions": bool(figure_options(config, "exit_proportions")["schemes"]),
+        "5_oracle": has_oracle and bool(figure_options(config, "oracle")["schemes"]),
+        "6_summary": bool(config.get("policies", {}).get("schemes")),
+    }
+    return [name for name, wanted_ in wanted.items() if wanted_]
 
 
 def load_config(path, schema_path) -> dict[str, Any]:

@@ -3,8 +3,15 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from adaptive_inference.config import ConfigError, check_config, reference_network
+from adaptive_inference.config import (
+    ConfigError,
+    check_config,
+    figure_notebooks,
+    figure_options,
+    reference_network,
+)
 from adaptive_inference.joblog import put_package_on_job_path
+from adaptive_inference.notebooks import NOTEBOOKS, figure_names
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 try:
@@ -18,6 +25,13 @@ RESULTS = "results"
 LOGS = f"{RESULTS}/logs"
 NETWORKS = list(config["networks"])
 SCHEMES = list(config["policies"]["schemes"])
+# The notebook templates and the plotting module they import are inputs of the notebook rules
+# (an edit re-runs them); they live beside the Snakefile, wherever the results are written.
+NOTEBOOK_TEMPLATES = Path(workflow.basedir) / "notebooks"
+FIGURE_HELPERS = Path(workflow.basedir) / "src" / "adaptive_inference" / "figures.py"
+RENDERED = f"{RESULTS}/notebooks"
+FIGURES = f"{RESULTS}/figures"
+NOTEBOOK_SECTIONS = {name: name.split("_", 1)[1] for name in NOTEBOOKS}  # 2_early_exit: early_exit
 FASHION_MNIST_RAW = [
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -75,6 +89,67 @@ def get_reference():
     return reference_network(config)
 
 
+def get_figure_options(name):
+    """A notebook's own config section (``figures.<section>``), as its rule passes it."""
+    return figure_options(config, NOTEBOOK_SECTIONS[name])
+
+
+def get_notebook_template(name):
+    return NOTEBOOK_TEMPLATES / f"{name}.ipynb"
+
+
+def get_figure_files(name, formats=("png", "svg")):
+    """The figures a notebook saves, under results/figures/<notebook>/."""
+    names = figure_names(name, get_figure_options(name))
+    return [f"{FIGURES}/{name}/{figure}.{fmt}" for figure in names for fmt in formats]
+
+
+def get_notebook_figures(name):
+    """The figures of a notebook as rule outputs; the PNGs go into Snakemake's report."""
+    outputs = []
+    for path in get_figure_files(name):
+        if path.endswith(".png"):
+            path = report(  # (not at the start of a line: Snakemake would read a `report:`)
+                path,
+                caption=f"../report/{NOTEBOOK_SECTIONS[name]}.rst",
+                category=NOTEBOOKS[name][0],
+                labels={"figure": Path(path).stem.replace("_", " ")},
+            )
+        outputs.append(path)
+    return outputs
+
+
+def get_policy_results(kind, schemes):
+    """One table (points, nodes, speedup_at_loss.csv) of each scheme."""
+    filename = "speedup_at_loss.csv" if kind == "headline" else f"{kind}.parquet"
+    return [f"{RESULTS}/policies/{scheme}/{filename}" for scheme in dict.fromkeys(schemes)]
+
+
+def get_index_pages():
+    """The index page's entries: each rendered notebook and its figures (PNG), relative to
+    results/."""
+    return [
+        {
+            "name": name,
+            "html": f"notebooks/{name}.html",
+            "notebook": f"notebooks/{name}.ipynb",
+            "figures": [
+                str(Path(path).relative_to(RESULTS))
+                for path in get_figure_files(name, formats=("png",))
+            ],
+        }
+        for name in figure_notebooks(config)
+    ]
+
+
+def get_rendered_notebooks():
+    """Every rendered notebook, its executed notebook and its figures, and the index."""
+    outputs = []
+    for name in figure_notebooks(config):
+        outputs += [f"{RENDERED}/{name}.ipynb", f"{RENDERED}/{name}.html", *get_figure_files(name)]
+    return outputs + [f"{RESULTS}/index.html"]
+
+
 def get_final_outputs():
     return [
         f"{RESULTS}/splits/eval_splits.parquet",
@@ -82,4 +157,5 @@ def get_final_outputs():
         *expand(f"{RESULTS}/predictions/{{network}}/manifest.json", network=NETWORKS),
         *expand(f"{RESULTS}/timing/{{network}}/summary.json", network=NETWORKS),
         *expand(f"{RESULTS}/policies/{{scheme}}/speedup_at_loss.csv", scheme=SCHEMES),
+        *get_rendered_notebooks(),
     ]
