@@ -403,13 +403,7 @@ def plot_speedup_vs_loss(
                     color=colours["single"], label=METHOD_LABELS["single"])
             ax.annotate(name, (row[loss], row["speedup"]), xytext=(5, 4),
                         textcoords="offset points", fontsize="x-small")
-    ax.axvline(0, color="0.5", lw=0.8, zorder=0)
-    ax.axhline(1, color="0.5", lw=0.8, zorder=0)
-    _loss_axis(ax, max_loss)
-    speedup_axis(ax)
-    reference = points["reference"].iloc[0]
-    ax.set_xlabel(f"{METRIC_LABELS.get(metric, metric)} accuracy loss vs {reference} (pts)")
-    ax.set_ylabel(f"speedup over {reference} (×)")
+    _speedup_vs_loss_axes(ax, points, metric, max_loss)
     return notes
 
 
@@ -602,6 +596,11 @@ def plot_schemes(
         oracle = table[table["method"] == "oracle"]
         ax.plot(oracle[loss], oracle["speedup"], ls="none", marker="*", ms=13,
                 color=colours[scheme], markeredgecolor="black", label=f"{scheme}: oracle")
+    _speedup_vs_loss_axes(ax, points, metric, max_loss)
+
+
+def _speedup_vs_loss_axes(ax: plt.Axes, points: pd.DataFrame, metric: str, max_loss: float) -> None:
+    """Reference lines, limits and labels of a speedup-against-loss panel."""
     ax.axvline(0, color="0.5", lw=0.8, zorder=0)
     ax.axhline(1, color="0.5", lw=0.8, zorder=0)
     _loss_axis(ax, max_loss)
