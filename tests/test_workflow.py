@@ -300,3 +300,16 @@ def test_interrupted_extraction_is_redone(study, tmp_path):
     assert "extract_predictions" in rerun.stdout + rerun.stderr
     assert json.loads((workdir / target).read_text())["num_examples"] == 300
     assert not list((workdir / "results" / "predictions").rglob("*.partial"))
+
+
+def test_slurm_profile_plans_the_study_without_a_cluster(tmp_path):
+    """A dry run with the SLURM profile plans every job (no cluster is contacted)."""
+    write_config(tmp_path / "config.yaml", device="cuda")
+    command = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+               "--profile", str(REPO / "profiles" / "slurm"), "--dry-run",
+               "--configfile", str(tmp_path / "config.yaml")]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    planned = planned_rules(result)
+    assert planned.count("extract_predictions") == 3 and planned.count("fit_policies") == 3
+    assert "gpu=1" in result.stdout + result.stderr and "mem_mb=16000" in result.stdout + result.stderr

@@ -15,6 +15,8 @@ rule train_network:
     conda:
         "../../envs/environment.yaml"
     threads: workflow.cores
+    resources:
+        gpu=1 if config["device"] == "cuda" else 0,
     params:
         network=get_network_params,
         data=get_data_params(),

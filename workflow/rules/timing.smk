@@ -15,6 +15,8 @@ rule time_network:
     conda:
         "../../envs/environment.yaml"
     threads: workflow.cores
+    resources:
+        gpu=1 if config["device"] == "cuda" else 0,
     params:
         timing=config["timing"],
         device=config["device"],
