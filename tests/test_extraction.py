@@ -71,3 +71,33 @@ def test_cuda_without_gpu_is_a_clear_error():
     with pytest.raises(RuntimeError, match="no CUDA GPU"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
+
+
+@pytest.mark.parametrize("count", [1, 3, 7])
+def test_sharded_extraction_equals_one_job(network, small_eval_set, tmp_path, count):
+    from adaptive_inference.extraction import Extraction, merge_extractions, shard
+
+    whole = extract(network, small_eval_set, batch_size=128, progress=False)
+    parts = []
+    for index in reversed(range(count)):  # any order
+        part, first = shard(small_eval_set, index, count)
+        result = extract(network, part, batch_size=128, progress=False, first_id=first)
+        paths = [tmp_path / f"{index}.npy", tmp_path / f"{index}.parquet", tmp_path / f"{index}.json"]
+        result.write(*paths)
+        parts.append(Extraction.read(*paths))
+    merged = merge_extractions(parts)
+    np.testing.assert_allclose(merged.probs, whole.probs, atol=1e-6)
+    pd.testing.assert_frame_equal(merged.table, whole.table, atol=1e-6)
+    assert merged.manifest["num_examples"] == 600 and merged.manifest["shards"] == count
+
+
+def test_shards_must_tile_the_dataset(network, small_eval_set):
+    from adaptive_inference.extraction import merge_extractions, shard
+
+    first, _ = shard(small_eval_set, 0, 3)
+    third, start = shard(small_eval_set, 2, 3)
+    parts = [extract(network, first, progress=False), extract(network, third, progress=False, first_id=start)]
+    with pytest.raises(ValueError, match="do not tile"):
+        merge_extractions(parts)
+    with pytest.raises(ValueError, match="does not exist"):
+        shard(small_eval_set, 3, 3)

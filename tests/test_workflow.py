@@ -313,3 +313,22 @@ def test_slurm_profile_plans_the_study_without_a_cluster(tmp_path):
     planned = planned_rules(result)
     assert planned.count("extract_predictions") == 3 and planned.count("fit_policies") == 3
     assert "gpu=1" in result.stdout + result.stderr and "mem_mb=16000" in result.stdout + result.stderr
+
+
+def test_sharded_extraction_through_the_workflow(study, tmp_path):
+    """extraction.shards: 3 runs three shard jobs and a merge whose tables equal one job's."""
+    workdir = tmp_path / "sharded"
+    shutil.copytree(study, workdir, ignore=shutil.ignore_patterns("predictions", "logs", ".snakemake"))
+    config = write_config(workdir / "config.yaml", **{"extraction.batch_size": 128, "extraction.shards": 3})
+    target = "results/predictions/exit_resnet/manifest.json"
+    planned = planned_rules(snakemake(workdir, target, "--dry-run", config=config))
+    assert sorted(planned) == ["extract_predictions"] + ["extract_shard"] * 3
+    snakemake(workdir, target, config=config)
+    sharded = pd.read_parquet(workdir / "results/predictions/exit_resnet/predictions.parquet")
+    whole = pd.read_parquet(study / "results/predictions/exit_resnet/predictions.parquet")
+    pd.testing.assert_frame_equal(sharded, whole, atol=1e-5)
+    np.testing.assert_allclose(
+        np.load(workdir / "results/predictions/exit_resnet/probs.npy"),
+        np.load(study / "results/predictions/exit_resnet/probs.npy"),
+        atol=1e-5,
+    )

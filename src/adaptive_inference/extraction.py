@@ -9,7 +9,7 @@ the two most likely classes, entropy), plus whether the answer is right at top-1
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler, Subset, TensorDataset
 from tqdm.auto import tqdm
 
-from adaptive_inference.io import write_json, write_npy, write_parquet
+from adaptive_inference.io import read_json, write_json, write_npy, write_parquet
 from adaptive_inference.models import MultiExitNetwork
 
 
@@ -80,6 +80,55 @@ class Extraction:
         manifest = dict(self.manifest, files={"probs": Path(probs_path).name, "table": Path(table_path).name})
         write_json(manifest, manifest_path)
 
+    @classmethod
+    def read(cls, probs_path: Path | str, table_path: Path | str, manifest_path: Path | str) -> "Extraction":
+        """The three files written by :meth:`write`."""
+        manifest = read_json(manifest_path)
+        manifest.pop("files", None)
+        return cls(np.load(probs_path), pd.read_parquet(table_path), manifest)
+
+
+def shard(dataset: Dataset, index: int, count: int) -> tuple[Dataset, int]:
+    """Shard ``index`` of ``count`` contiguous shards of ``dataset``, and its first example id."""
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index} does not exist among {count} shards")
+    n = len(dataset)
+    start, stop = n * index // count, n * (index + 1) // count
+    if isinstance(dataset, TensorDataset):
+        return TensorDataset(*(t[start:stop] for t in dataset.tensors)), start
+    return Subset(dataset, range(start, stop)), start
+
+
+def merge_extractions(parts: Sequence[Extraction]) -> Extraction:
+    """One extraction from the extractions of consecutive shards (in any order).
+
+    The result equals an extraction of the whole dataset in one job: probabilities in example
+    order, the table sorted by exit then example id, the manifest's counts summed.
+    """
+    if not parts:
+        raise ValueError("no shard to merge")
+    parts = sorted(parts, key=lambda part: part.manifest["first_id"])
+    expected = 0
+    for part in parts:
+        if part.manifest["first_id"] != expected:
+            raise ValueError(f"shards do not tile the dataset: expected one starting at {expected}")
+        expected += part.manifest["num_examples"]
+    probs = np.concatenate([part.probs for part in parts], axis=1)
+    table = pd.concat([part.table for part in parts], ignore_index=True)
+    table = table.sort_values(["exit", "example_id"], kind="stable", ignore_index=True)
+    manifest = dict(parts[0].manifest)
+    seconds = sum(part.manifest["seconds"] for part in parts)
+    manifest.update(
+        num_examples=expected,
+        probs_shape=list(probs.shape),
+        first_id=0,
+        shards=len(parts),
+        seconds=seconds,
+        loop_seconds=sum(part.manifest["loop_seconds"] for part in parts),
+        images_per_second=expected / seconds if seconds > 0 else None,
+    )
+    return Extraction(probs, table, manifest)
+
 
 def _batches(dataset: Dataset, batch_size: int, device: torch.device, num_workers: int):
     """(images, labels) batches in order. An in-memory dataset is sliced (views, no copies; its
@@ -135,8 +184,13 @@ def extract(
     probs_dtype: str = "float32",
     channels_last: bool = True,
     progress: bool = True,
+    first_id: int = 0,
 ) -> Extraction:
-    """Run ``model`` over ``dataset`` (eval and inference mode) and keep every exit's answer."""
+    """Run ``model`` over ``dataset`` (eval and inference mode) and keep every exit's answer.
+
+    ``first_id`` is the example id of the dataset's first item (a shard's offset, see
+    :func:`shard`); ids run on from it.
+    """
     device = torch.device(device)
     model = model.eval().to(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -173,11 +227,12 @@ def extract(
         "entropy": host.exit_major("entropy"),
     }
     probs_out = host.exit_major("probs")
-    table = _tidy(model, host.labels.numpy(), feats_np)
+    table = _tidy(model, host.labels.numpy(), feats_np, first_id)
     seconds = time.perf_counter() - start
     manifest = {
         "network_exits": list(model.exit_names),
         "num_examples": n,
+        "first_id": first_id,
         "num_classes": int(probs_out.shape[2]),
         "probs_shape": list(probs_out.shape),
         "probs_dtype": probs_dtype,
@@ -193,7 +248,9 @@ def extract(
     return Extraction(probs_out, table, manifest)
 
 
-def _tidy(model: MultiExitNetwork, labels: np.ndarray, feats: Mapping[str, np.ndarray]) -> pd.DataFrame:
+def _tidy(
+    model: MultiExitNetwork, labels: np.ndarray, feats: Mapping[str, np.ndarray], first_id: int = 0
+) -> pd.DataFrame:
     """One row per (example, exit), example ids ascending within each exit."""
     exits, n, k = feats["top_i"].shape
     top_i = feats["top_i"].astype(np.int32)
@@ -201,7 +258,7 @@ def _tidy(model: MultiExitNetwork, labels: np.ndarray, feats: Mapping[str, np.nd
     label = np.tile(labels, exits)
     flat_i = top_i.reshape(exits * n, k)
     columns: dict[str, Any] = {
-        "example_id": np.tile(np.arange(n, dtype=np.int64), exits),
+        "example_id": np.tile(np.arange(first_id, first_id + n, dtype=np.int64), exits),
         "label": label,
         "exit": np.repeat(np.arange(exits, dtype=np.int16), n),
         "exit_name": pd.Categorical(np.repeat(np.asarray(model.exit_names), n), categories=list(model.exit_names)),

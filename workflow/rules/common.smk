@@ -43,6 +43,7 @@ FASHION_MNIST_RAW = [
 wildcard_constraints:
     network="|".join(NETWORKS),
     scheme="|".join(SCHEMES),
+    shard=r"\d+",
 
 
 def get_dataset_files():
@@ -68,6 +69,16 @@ def get_network_params(wildcards):
         "options": entry.get("options", {}),
         "training": network_training(config, wildcards.network),
     }
+
+
+def get_extraction_shards(wildcards):
+    """The shard files of one network's extraction (``extraction.shards`` of them)."""
+    folder = f"{RESULTS}/predictions/{wildcards.network}/shards"
+    return [
+        f"{folder}/{index}.{ext}"
+        for index in range(config["extraction"]["shards"])
+        for ext in ("npy", "parquet", "json")
+    ]
 
 
 def get_scheme_inputs(wildcards):

@@ -1,9 +1,10 @@
-"""Per-example predictions at every exit of one network over the evaluation set (rule extract_predictions)."""
+"""Per-example predictions at every exit of one network over the evaluation set, or over one
+shard of it (rules extract_predictions and extract_shard)."""
 
 import torch
 
 from adaptive_inference.data import load_split
-from adaptive_inference.extraction import extract, resolve_device
+from adaptive_inference.extraction import extract, resolve_device, shard
 from adaptive_inference.joblog import job_log
 from adaptive_inference.training import load_network
 
@@ -12,8 +13,11 @@ with job_log(snakemake.log[0]) as log:
     torch.set_num_threads(snakemake.threads)
     device = resolve_device(p.device)
     model = load_network(snakemake.input.model)
-    dataset = load_split(p.data, p.data["root"], train=False)
-    log.info("extracting %d examples on %s", len(dataset), device)
+    dataset, first_id = load_split(p.data, p.data["root"], train=False), 0
+    index = getattr(snakemake.wildcards, "shard", None)
+    if index is not None:
+        dataset, first_id = shard(dataset, int(index), p.extraction["shards"])
+    log.info("extracting %d examples from id %d on %s", len(dataset), first_id, device)
     result = extract(
         model,
         dataset,
@@ -22,8 +26,9 @@ with job_log(snakemake.log[0]) as log:
         num_workers=p.extraction["num_workers"],
         topk=p.extraction["topk"],
         probs_dtype=p.extraction["probs_dtype"],
+        first_id=first_id,
     )
     result.manifest.update(network=snakemake.wildcards.network, threads=snakemake.threads)
     accuracy = result.table.groupby("exit_name", observed=True)[["correct_top1", "correct_top5"]].mean()
-    log.info("accuracy on the whole evaluation set:\n%s", accuracy.to_string())
+    log.info("accuracy on these examples:\n%s", accuracy.to_string())
     result.write(out.probs, out.table, out.manifest)
