@@ -16,15 +16,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from adaptive_inference.extraction import confidence_features
 from adaptive_inference.timing import time_forward
 
 
 def decision_features(logits: torch.Tensor, topk: int) -> torch.Tensor:
     """Features of a batch of logits: ``top1..topk`` probabilities, margin, entropy (columns)."""
-    probs = logits.float().softmax(1)
-    top = probs.topk(topk, dim=1).values
-    entropy = -(probs * probs.clamp_min(1e-12).log()).sum(1, keepdim=True)
-    return torch.cat([top, top[:, :1] - top[:, 1:2], entropy], dim=1)
+    f = confidence_features(logits.float().softmax(1), topk)
+    return torch.cat([f["top_p"], f["margin"][:, None], f["entropy"][:, None]], dim=1)
 
 
 class LinearDecision(nn.Module):

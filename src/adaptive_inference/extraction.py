@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler, Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from tqdm.auto import tqdm
 
 from adaptive_inference.io import read_json, write_json, write_npy, write_parquet
@@ -36,21 +36,14 @@ def resolve_device(name: str) -> torch.device:
 def make_loader(
     dataset: Dataset, batch_size: int, *, device: torch.device, num_workers: int = 0
 ) -> DataLoader:
-    """A sequential loader that keeps the device busy.
-
-    In-memory datasets are sliced a batch at a time (no per-item collation); others use worker
-    processes, and pinned memory when the target is a GPU.
-    """
-    pin = device.type == "cuda"
-    if isinstance(dataset, TensorDataset):
-        sampler = BatchSampler(SequentialSampler(dataset), batch_size, drop_last=False)
-        return DataLoader(dataset, sampler=sampler, batch_size=None, pin_memory=pin)
+    """A sequential loader that keeps the device busy: worker processes, and pinned memory when
+    the target is a GPU. (In-memory datasets are sliced instead, see :func:`_batches`.)"""
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
-        pin_memory=pin,
+        pin_memory=device.type == "cuda",
         persistent_workers=False,
         prefetch_factor=4 if num_workers > 0 else None,
     )
@@ -156,6 +149,7 @@ class _HostBuffers:
         self.top_p = empty(n, exits, k)
         self.top_i = empty(n, exits, k, dtype=torch.int32)
         self.entropy = empty(n, exits)
+        self.margin = empty(n, exits)
         self.labels = empty(n, dtype=torch.int64)
 
     def put(self, start: int, probs: torch.Tensor, feats: Mapping[str, torch.Tensor], labels) -> None:
@@ -165,6 +159,7 @@ class _HostBuffers:
         self.top_p[start:stop].copy_(feats["top_p"].reshape(b, e, -1), non_blocking=True)
         self.top_i[start:stop].copy_(feats["top_i"].reshape(b, e, -1).int(), non_blocking=True)
         self.entropy[start:stop].copy_(feats["entropy"].reshape(b, e), non_blocking=True)
+        self.margin[start:stop].copy_(feats["margin"].reshape(b, e), non_blocking=True)
         self.labels[start:stop].copy_(torch.as_tensor(labels), non_blocking=True)
 
     def exit_major(self, name: str) -> np.ndarray:
@@ -223,7 +218,7 @@ def extract(
         "top_p": top_p,
         "top_i": host.exit_major("top_i"),
         "max_prob": top_p[..., 0],
-        "margin": top_p[..., 0] - top_p[..., 1] if top_p.shape[-1] > 1 else top_p[..., 0],
+        "margin": host.exit_major("margin"),
         "entropy": host.exit_major("entropy"),
     }
     probs_out = host.exit_major("probs")

@@ -56,19 +56,23 @@ class MultiExitNetwork(nn.Module):
         self.exit_names = tuple(exit_names or [f"exit{k}" for k in range(len(heads))])
         if len(self.exit_names) != len(heads):
             raise ValueError("one name per exit is needed")
+        self._head_of_stage = {stage: head for head, stage in enumerate(self.exit_after)}
 
     @property
     def num_exits(self) -> int:
         return len(self.heads)
 
+    def head_after(self, stage: int) -> int | None:
+        """The index of the exit head that reads stage ``stage``'s output, if any."""
+        return self._head_of_stage.get(stage)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         outputs = []
-        head = 0
         for index, stage in enumerate(self.stages):
             x = stage(x)
-            if head < len(self.exit_after) and self.exit_after[head] == index:
+            head = self.head_after(index)
+            if head is not None:
                 outputs.append(self.heads[head](x))
-                head += 1
         return tuple(outputs)
 
 

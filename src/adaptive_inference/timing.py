@@ -328,12 +328,12 @@ class _ComponentRunner:
     def passes(self, count: int, *, record: bool) -> None:
         model, call = self.model, self._timer.call
         for _ in range(count):
-            x, head = self.example_input, 0
+            x = self.example_input
             for index, stage in enumerate(model.stages):
                 x = call(stage, x)
-                if head < len(model.exit_after) and model.exit_after[head] == index:
+                head = model.head_after(index)
+                if head is not None:
                     call(model.heads[head], x)
-                    head += 1
             elapsed = self._timer.finish_pass()
             if record:
                 for component, value in zip(self.order, elapsed):
@@ -343,12 +343,11 @@ class _ComponentRunner:
 def _execution_order(model: MultiExitNetwork) -> list[tuple[str, str, int, str]]:
     """(component, kind, index, exit_name) in the order a forward runs them."""
     order = []
-    head = 0
     for index in range(len(model.stages)):
         order.append((f"stage_{index}", "stage", index, ""))
-        if head < len(model.exit_after) and model.exit_after[head] == index:
+        head = model.head_after(index)
+        if head is not None:
             order.append((f"head_{head}", "head", head, model.exit_names[head]))
-            head += 1
     return order
 
 
