@@ -15,11 +15,12 @@ import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import nbformat
+from typing import TYPE_CHECKING, Any
 
 from adaptive_inference.io import atomic_path
+
+if TYPE_CHECKING:  # nbformat takes ~0.8 s to import; the Snakefile imports this module
+    import nbformat
 
 # name -> (title, what it shows); the order is the reading order.
 NOTEBOOKS: dict[str, tuple[str, str]] = {
@@ -167,6 +168,7 @@ def run_notebook(
     notebook names its template (default: the template's file name). The output is written
     only when the whole notebook ran.
     """
+    import nbformat
     import papermill
 
     check_parameters(template, parameters, require_all=require_all)
@@ -217,6 +219,7 @@ def render_html(notebook: Path | str, html_path: Path | str, *, title: str) -> N
     to ``../index.html``.
     """
     from jinja2 import DictLoader
+    import nbformat
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(
