@@ -19,6 +19,7 @@ include: "workflow/rules/extraction.smk"
 include: "workflow/rules/timing.smk"
 include: "workflow/rules/policies.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/runtime.smk"
 
 
 report: "workflow/report/workflow.rst"

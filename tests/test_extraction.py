@@ -101,3 +101,15 @@ def test_shards_must_tile_the_dataset(network, small_eval_set):
         merge_extractions(parts)
     with pytest.raises(ValueError, match="does not exist"):
         shard(small_eval_set, 3, 3)
+
+
+def test_half_precision_extraction_is_recorded_and_close(small_eval_set):
+    torch.manual_seed(0)
+    model = build_network("exit_resnet", num_classes=10, in_channels=1, image_size=28, widths=[8, 16, 16]).eval()
+    full = extract(model, small_eval_set, batch_size=128, progress=False)
+    half = extract(model, small_eval_set, batch_size=128, progress=False, dtype="bfloat16")
+    assert half.manifest["dtype"] == "bfloat16" and full.manifest["dtype"] == "float32"
+    assert next(model.parameters()).dtype == torch.bfloat16  # the model ran in bfloat16
+    assert half.probs.dtype == np.float32  # probabilities in float32 from the bfloat16 logits
+    assert not np.array_equal(half.probs, full.probs)
+    np.testing.assert_allclose(half.probs, full.probs, atol=0.05)

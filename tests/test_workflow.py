@@ -105,6 +105,7 @@ NOTEBOOK_RULES = {
     "4_exit_proportions": "notebook_exit_proportions",
     "5_oracle": "notebook_oracle",
     "6_summary": "notebook_summary",
+    "7_runtime": "notebook_runtime",
 }
 # The notebooks that read the policies' tables (all but the networks' one).
 POLICY_NOTEBOOKS = [rule for rule in NOTEBOOK_RULES.values() if rule != "notebook_networks"]
@@ -131,10 +132,36 @@ def test_policy_sweeps_of_every_scheme(study):
         assert set(headline["max_loss"]) == {0.5, 1.0, 2.0}
 
 
+def test_runtime_gives_the_simulated_answers_and_measures_speedups(study):
+    """The policies run for real at every operating point: the simulated answer for every test
+    example in both modes, speedups measured beside the reference alone."""
+    results = study / "results"
+    for scheme in SCHEMES:
+        table = pd.read_parquet(results / "runtime" / scheme / "speedups.parquet")
+        assert set(table["mode"]) == {"batch1", "batched"} and "reference" in set(table["label"])
+        assert (table["examples"] == 150).all() and (table["same_answer"] == 150).all()
+        assert (table["different"] == 0).all()
+        assert (table["measured_speedup"] > 0).all() and (table["predicted_speedup"] > 0).all()
+        reference = table[table["label"] == "reference"]
+        np.testing.assert_allclose(reference["measured_speedup"], 1.0)
+        examples = pd.read_parquet(results / "runtime" / scheme / "examples.parquet")
+        assert (examples["batch1_stop"] == examples["simulated_stop"]).all()
+        assert (examples["batched_class"] == examples["simulated_class"]).all()
+        summary = json.loads((results / "runtime" / scheme / "summary.json").read_text())
+        assert summary["threads"] == 1 and summary["settings"]["batch_size"] == 8
+        assert (results / "logs" / "measure_runtime" / f"{scheme}.log").exists()
+
+
+def test_runtime_option_reruns_only_the_measurements(study, tmp_path):
+    changed = write_config(tmp_path / "changed.yaml", **{"runtime.repeats": 2})
+    planned = planned_rules(snakemake(study, "--dry-run", config=changed))
+    assert sorted(planned) == sorted(["all", "notebook_runtime"] + ["measure_runtime"] * 3)
+
+
 def test_lambda_grid_reruns_only_policies_and_their_notebooks(study, tmp_path):
     changed = write_config(tmp_path / "changed.yaml", **{"policies.lambdas": {"count": 5, "refine": 0}})
     planned = planned_rules(snakemake(study, "--dry-run", config=changed))
-    assert sorted(planned) == sorted(["all"] + ["fit_policies"] * 3 + POLICY_NOTEBOOKS)
+    assert sorted(planned) == sorted(["all"] + ["fit_policies", "measure_runtime"] * 3 + POLICY_NOTEBOOKS)
 
 
 def test_second_run_does_nothing(study):
@@ -146,7 +173,8 @@ def test_timing_batch_size_reruns_only_timing(study, tmp_path):
     planned = planned_rules(snakemake(study, "--dry-run", config=changed))
     # the policies trade against the timing tables, so they follow; extraction and training do not
     assert sorted(set(planned)) == sorted(
-        ["all", "fit_policies", "time_network", "time_policy_decision", *NOTEBOOK_RULES.values()]
+        ["all", "fit_policies", "time_network", "time_policy_decision", "measure_runtime",
+         *NOTEBOOK_RULES.values()]
     )
     assert planned.count("time_network") == 3
 
@@ -155,8 +183,8 @@ def test_network_training_change_reruns_that_network_only(study, tmp_path):
     changed = write_config(tmp_path / "changed.yaml", **{"networks.linear.training": {"epochs": 2}})
     planned = planned_rules(snakemake(study, "--dry-run", config=changed))
     assert sorted(planned) == sorted(
-        ["all", "train_network", "extract_predictions", "time_network"]
-        + ["fit_policies"] * 2  # the schemes that use the linear network
+        ["all", "train_network", "plot_training_curve", "extract_predictions", "time_network"]
+        + ["fit_policies", "measure_runtime"] * 2  # the schemes that use the linear network
         # and the notebooks that read them or the networks; not early exit (exit_resnet only)
         + [rule for rule in NOTEBOOK_RULES.values() if rule != "notebook_early_exit"]
     )
@@ -167,9 +195,10 @@ def test_network_training_change_reruns_that_network_only(study, tmp_path):
     [
         ({"figures": {"early_exit": {"max_loss": 2.5}}}, ["notebook_early_exit"]),
         ({"figures": {"exit_proportions": {"loss_levels": [1.0]}}}, ["notebook_exit_proportions"]),
+        ({"figures": {"runtime": {"tolerance": 0.2}}}, ["notebook_runtime"]),
         ({"figures": {"style": {"palette": "deep"}}}, list(NOTEBOOK_RULES.values())),
     ],
-    ids=["one-option", "operating-points", "style"],
+    ids=["one-option", "operating-points", "runtime-tolerance", "style"],
 )
 def test_figure_option_reruns_only_its_notebooks(study, tmp_path, change, rules):
     changed = write_config(tmp_path / "changed.yaml", **change)
@@ -226,7 +255,7 @@ def test_rendered_pages_hold_no_machine_paths(study):
     machine = {str(study.resolve()), str(REPO), sys.prefix, os.path.expanduser("~") + "/"}
     pages = [results / "index.html", *(results / "notebooks").glob("*.html"),
              *(results / "notebooks").glob("*.ipynb")]
-    assert len(pages) == 13
+    assert len(pages) == 15
     for page in pages:
         text = page.read_text()
         found = [path for path in machine if path in text]
@@ -251,7 +280,7 @@ def test_rendered_pages_in_headless_chromium(study, tmp_path):
     if screenshot_pages.find_chromium() is None:
         pytest.skip("no Chromium on this machine (Debian: apt-get install chromium)")
     assert screenshot_pages.main([str(study / "results"), "--out", str(tmp_path)]) == 0
-    assert len(list(tmp_path.glob("*.png"))) == 7
+    assert len(list(tmp_path.glob("*.png"))) == 8
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,30 @@ def reference_network(config: Mapping[str, Any]) -> str:
     return config.get("policies", {}).get("reference") or list(config["networks"])[-1]
 
 
+def runtime_schemes(config: Mapping[str, Any]) -> list[str]:
+    """The schemes whose policies are run for real (``runtime.schemes``; null: every scheme)."""
+    schemes = config.get("runtime", {}).get("schemes")
+    return list(config.get("policies", {}).get("schemes", {}) if schemes is None else schemes)
+
+
+def _check_runtime(config: Mapping[str, Any]) -> None:
+    """The runtime measures fitted policies of known schemes, trained on its metric."""
+    runtime, policies = config.get("runtime", {}), config.get("policies", {})
+    unknown = [s for s in runtime_schemes(config) if s not in policies.get("schemes", {})]
+    if unknown:
+        raise ConfigError(
+            f"runtime.schemes names {unknown}, which are not in `policies.schemes` "
+            f"({', '.join(policies.get('schemes', {})) or 'none'})."
+        )
+    for key, fitted in [("method", "methods"), ("metric", "losses")]:
+        value = runtime.get(key)
+        if value is not None and value not in policies.get(fitted, [value]):
+            raise ConfigError(
+                f"runtime.{key} is {value!r}, but the policies are fitted for "
+                f"policies.{fitted} {policies[fitted]} only."
+            )
+
+
 def check_config(config: Mapping[str, Any]) -> None:
     """Raise :class:`ConfigError` for values the schema lets through but the study cannot use."""
     fractions = config.get("splits", {}).get("fractions", {})
@@ -82,9 +106,11 @@ def check_config(config: Mapping[str, Any]) -> None:
                 f"figures.{key} names {unknown}, which are not in `policies.schemes` "
                 f"({', '.join(policies.get('schemes', {})) or 'none'})."
             )
+    _check_runtime(config)
+    _check_pretrained(config)
     for name in config["networks"]:
         weights = network_training(config, name).get("exit_weights")
-        if weights is None:
+        if weights is None or config["networks"][name]["arch"] == "torchvision":
             continue
         spec = network_spec(config, name, num_classes=10, input_shape=(1, 28, 28))
         exits = build_network(**spec).num_exits
@@ -92,6 +118,80 @@ def check_config(config: Mapping[str, Any]) -> None:
             raise ConfigError(
                 f"networks.{name}.training.exit_weights has {len(weights)} values but "
                 f"{spec['arch']} with these options has {exits} exits: give one weight per exit."
+            )
+
+
+def pretrained_networks(config: Mapping[str, Any]) -> list[str]:
+    """The networks of the study that are torchvision's pre-trained classifiers."""
+    return [n for n, entry in config["networks"].items() if entry["arch"] == "torchvision"]
+
+
+def _check_pretrained(config: Mapping[str, Any]) -> None:
+    """Pre-trained networks go with ImageNet: names, weights and exit points exist; exit heads
+    have data to learn from. Checked on a model built on the meta device (no weights, no compute)."""
+    data = config["data"]
+    pretrained = pretrained_networks(config)
+    imagenet = data["dataset"] == "imagenet"
+    if imagenet and not data.get("imagenet", {}).get("eval"):
+        raise ConfigError("data.imagenet.eval must name the folder of ImageNet's validation images.")
+    trained_here = [n for n in config["networks"] if n not in pretrained]
+    for name in config["networks"]:
+        options = set(config["networks"][name].get("options", {}))
+        wrong = options & ({"widths", "blocks_per_stage"} if name in pretrained else {"model", "weights", "exits"})
+        if wrong:
+            kind = "a torchvision" if name in pretrained else f"a {config['networks'][name]['arch']}"
+            raise ConfigError(f"networks.{name}.options: {sorted(wrong)} do not apply to {kind} network.")
+    if imagenet and trained_here:
+        raise ConfigError(
+            f"networks {trained_here} are trained here, but data.dataset is imagenet: its "
+            "networks are torchvision's pre-trained classifiers (arch: torchvision)."
+        )
+    if pretrained and not imagenet:
+        raise ConfigError(
+            f"networks {pretrained} are torchvision's ImageNet classifiers: set data.dataset to "
+            "imagenet (see studies/imagenet.yaml)."
+        )
+    if not pretrained:
+        return
+    import torch
+    from torchvision import models
+
+    from adaptive_inference.pretrained import (
+        PretrainedConfigError,
+        exit_point_names,
+        resolve_exit_point,
+        weights_of,
+    )
+
+    for name in pretrained:
+        options = config["networks"][name].get("options", {})
+        missing = [k for k in ("model", "weights") if not options.get(k)]
+        if missing:
+            raise ConfigError(
+                f"networks.{name}.options needs {' and '.join(missing)} (e.g. model: resnet50, "
+                "weights: ResNet50_Weights.IMAGENET1K_V1)."
+            )
+        try:
+            weights_of(options["model"], options["weights"])
+        except PretrainedConfigError as error:
+            raise ConfigError(f"networks.{name}: {error}") from None
+        exits = list(options.get("exits", []))
+        if not exits:
+            continue
+        with torch.device("meta"):
+            kwargs = {"aux_logits": False, "init_weights": False} if options["model"] == "googlenet" else {}
+            names = exit_point_names(models.get_model(options["model"], weights=None, **kwargs))
+        unknown = [e for e in exits if resolve_exit_point(names, e) is None]
+        if unknown:
+            raise ConfigError(
+                f"networks.{name}.options.exits: {unknown} are not nodes of {options['model']} "
+                "(list them with torchvision.models.feature_extraction.get_graph_node_names)."
+            )
+        if not data["imagenet"].get("train") and not config["splits"]["fractions"].get("head_train"):
+            raise ConfigError(
+                f"networks.{name} has exits whose heads need training data: give "
+                "splits.fractions.head_train a share of the evaluation set, or set "
+                "data.imagenet.train."
             )
 
 
@@ -146,6 +246,7 @@ def figure_notebooks(config: Mapping[str, Any]) -> list[str]:
         "4_exit_proportions": bool(figure_options(config, "exit_proportions")["schemes"]),
         "5_oracle": has_oracle and bool(figure_options(config, "oracle")["schemes"]),
         "6_summary": bool(config.get("policies", {}).get("schemes")),
+        "7_runtime": bool(runtime_schemes(config)),
     }
     return [name for name, wanted_ in wanted.items() if wanted_]
 

@@ -7,7 +7,9 @@ layout torchvision's :class:`~torchvision.datasets.FashionMNIST` reads
 allowed, and otherwise a :class:`DatasetNotFoundError` says how to get them.
 
 A generic class-folder dataset (torchvision :class:`~torchvision.datasets.ImageFolder`) with
-configurable transforms serves any other image data, ImageNet included.
+configurable transforms serves any other image data. ImageNet (the paper's setup) is read from an
+index of its images (:mod:`adaptive_inference.imagenet`), each network with its own weights'
+transforms.
 
 Every dataset here yields ``(image_tensor, label)`` pairs; the example id of an item is its index.
 """
@@ -130,13 +132,22 @@ def image_folder(root: Path | str, transform_spec: Mapping[str, Any]) -> dataset
         ) from error
 
 
-def load_split(data_cfg: Mapping[str, Any], root: Path | str, train: bool) -> Dataset:
+def imagenet_index_path(root: Path | str, which: str) -> Path:
+    """Where the index of ImageNet's ``eval`` or ``train`` images is written (under
+    ``data.root``)."""
+    return Path(root) / "imagenet" / f"{which}_index.parquet"
+
+
+def load_split(
+    data_cfg: Mapping[str, Any], root: Path | str, train: bool, transform: Any = None
+) -> Dataset:
     """The training set (``train=True``) or the evaluation set of the configured dataset.
 
     ``data_cfg["limit_train"]`` / ``["limit_eval"]``, when set, keep only that many examples
-    (the first ones; for quick runs and tests).
+    (the first ones; for quick runs and tests). ``transform`` is a network's own preprocessing
+    (ImageNet: its weights' transforms); other datasets bring theirs.
     """
-    dataset = _load_full_split(data_cfg, root, train)
+    dataset = _load_full_split(data_cfg, root, train, transform)
     limit = data_cfg.get("limit_train" if train else "limit_eval")
     if limit is None or limit >= len(dataset):
         return dataset
@@ -145,10 +156,25 @@ def load_split(data_cfg: Mapping[str, Any], root: Path | str, train: bool) -> Da
     return Subset(dataset, range(limit))
 
 
-def _load_full_split(data_cfg: Mapping[str, Any], root: Path | str, train: bool) -> Dataset:
+def _load_full_split(
+    data_cfg: Mapping[str, Any], root: Path | str, train: bool, transform: Any
+) -> Dataset:
     name = data_cfg["dataset"]
     if name == "fashion_mnist":
         return fashion_mnist(root, train=train)
+    if name == "imagenet":
+        import pandas as pd
+
+        from adaptive_inference.imagenet import ImageTable
+
+        which = "train" if train else "eval"
+        path = imagenet_index_path(root, which)
+        if not path.exists():
+            raise DatasetNotFoundError(
+                f"ImageNet's {which} index {path} is missing: run the workflow's `prepare_data` "
+                f"rule (it lists and checks the images of data.imagenet.{which})."
+            )
+        return ImageTable(pd.read_parquet(path), data_cfg["imagenet"][which], transform)
     if name == "image_folder":
         folders = data_cfg["image_folder"]
         folder = folders["train"] if train else folders["eval"]
@@ -157,14 +183,14 @@ def _load_full_split(data_cfg: Mapping[str, Any], root: Path | str, train: bool)
                 f"data.image_folder.{'train' if train else 'eval'} is not set in the config."
             )
         return image_folder(folder, folders["transform"])
-    raise ValueError(f"unknown dataset {name!r}; choose fashion_mnist or image_folder")
+    raise ValueError(f"unknown dataset {name!r}; choose fashion_mnist, image_folder or imagenet")
 
 
 def labels_of(dataset: Dataset) -> torch.Tensor:
     """All labels of a dataset without loading its images."""
     if isinstance(dataset, TensorDataset):
         return dataset.tensors[1]
-    if isinstance(dataset, datasets.ImageFolder):
+    if isinstance(dataset, datasets.ImageFolder) or hasattr(dataset, "targets"):
         return torch.as_tensor(dataset.targets, dtype=torch.long)
     if isinstance(dataset, Subset):
         return labels_of(dataset.dataset)[torch.as_tensor(list(dataset.indices), dtype=torch.long)]

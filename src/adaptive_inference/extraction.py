@@ -177,17 +177,21 @@ def extract(
     num_workers: int = 0,
     topk: int = 5,
     probs_dtype: str = "float32",
+    dtype: str = "float32",
     channels_last: bool = True,
     progress: bool = True,
     first_id: int = 0,
 ) -> Extraction:
     """Run ``model`` over ``dataset`` (eval and inference mode) and keep every exit's answer.
 
+    ``dtype`` is the precision of the weights and activations (``float32``, the paper's numbers,
+    or ``bfloat16`` / ``float16``); probabilities are computed in float32 from the logits.
     ``first_id`` is the example id of the dataset's first item (a shard's offset, see
     :func:`shard`); ids run on from it.
     """
     device = torch.device(device)
-    model = model.eval().to(device)
+    compute_dtype = getattr(torch, dtype)
+    model = model.eval().to(device=device, dtype=compute_dtype)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     if channels_last:
         model = model.to(memory_format=fmt)
@@ -199,7 +203,7 @@ def extract(
     batches = _batches(dataset, batch_size, device, num_workers)
     total = -(-n // batch_size)
     for images, targets in tqdm(batches, total=total, desc="extract", disable=not progress, mininterval=2.0):
-        images = images.to(device, non_blocking=True)
+        images = images.to(device, dtype=compute_dtype, non_blocking=True)
         if images.dim() == 4:
             images = images.contiguous(memory_format=fmt)
         outputs = model(images)
@@ -234,6 +238,11 @@ def extract(
         "topk": int(top_p.shape[2]),
         "columns": {c: str(t) for c, t in table.dtypes.items()},
         "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "dtype": dtype,
+        "channels_last": channels_last,
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "num_workers": num_workers,
         "batch_size": batch_size,
         "seconds": seconds,
         "loop_seconds": loop_seconds,

@@ -658,3 +658,108 @@ def plot_headline(
     speedup_axis(ax, log=log, data_range=(min(lo, 1.0), hi))
     if not log:
         ax.set_ylim(0, hi * 1.1)
+
+
+# --- the runtime ---------------------------------------------------------------------------------
+
+RUNTIME_MODES = {"batch1": "batch 1 (latency)", "batched": "batched (throughput)"}
+TIME_PARTS = {
+    "compute": "stages and heads",
+    "decision": "policy decisions",
+    "python": "runtime's own Python",
+}
+
+
+def runtime_time_parts(speedups: pd.DataFrame) -> pd.DataFrame:
+    """Where the time per example goes (ms) per scheme, mode and operating point: ``scheme``,
+    ``mode``, ``label``, ``kind`` (predicted, retimed, measured), ``part`` (:data:`TIME_PARTS`),
+    ``ms``. Predicted and re-timed: the stage costs along the simulated routes and the decisions
+    at their timed cost; measured: the runtime's instrumented pass."""
+    rows = []
+    for row in speedups.itertuples():
+        keys = {"scheme": row.scheme, "mode": row.mode, "label": row.label}
+        kinds = {
+            kind: {"compute": getattr(row, f"{kind}_ms") - getattr(row, f"{kind}_decision_ms"),
+                   "decision": getattr(row, f"{kind}_decision_ms"), "python": 0.0}
+            for kind in ("predicted", "retimed")
+        }
+        kinds["measured"] = {"compute": row.runtime_compute_ms, "decision": row.runtime_decision_ms,
+                             "python": row.runtime_python_ms}
+        for kind, parts in kinds.items():
+            rows += [{**keys, "kind": kind, "part": part, "ms": ms} for part, ms in parts.items()]
+    return pd.DataFrame(rows)
+
+
+def plot_measured_vs_predicted(
+    ax: plt.Axes, speedups: pd.DataFrame, tolerance: float, schemes: Sequence[str]
+) -> None:
+    """Measured against predicted speedup, a colour per scheme, an operating point per marker
+    (labelled with its loss level): filled, predicted by the timing tables, with bars spanning
+    the speedups of the single passes; hollow, predicted by the costs re-timed in the job (a
+    thin line joins the two). The diagonal (measured = predicted) lies in a band of
+    ±``tolerance``."""
+    colours = series_colours(list(schemes))
+    table = speedups[speedups["label"] != "reference"]
+    values = table[["predicted_speedup", "retimed_speedup", "measured_speedup_min",
+                    "measured_speedup_max"]].to_numpy()
+    line = np.linspace(min(float(np.nanmin(values)) / 1.1, 1.0), float(np.nanmax(values)) * 1.1, 50)
+    ax.fill_between(line, line * (1 - tolerance), line * (1 + tolerance), color="0.88", lw=0,
+                    label=f"within ±{tolerance:.0%}")
+    ax.plot(line, line, color="0.4", lw=1, label="measured = predicted")
+    for scheme in schemes:
+        rows = table[table["scheme"] == scheme]
+        if rows.empty:
+            continue
+        colour = colours[scheme]
+        for row in rows.itertuples():
+            ax.plot([row.predicted_speedup, row.retimed_speedup], [row.measured_speedup] * 2,
+                    color=colour, lw=0.8, alpha=0.6)
+            ax.annotate(f"≤{row.max_loss:g}", (row.predicted_speedup, row.measured_speedup),
+                        textcoords="offset points", xytext=(4, -11), fontsize="x-small",
+                        color=colour)
+        ax.errorbar(
+            rows["predicted_speedup"], rows["measured_speedup"],
+            yerr=_errors(rows["measured_speedup"], rows["measured_speedup_min"],
+                         rows["measured_speedup_max"]),
+            fmt="o", color=colour, capsize=2, label=scheme,
+        )
+        ax.plot(rows["retimed_speedup"], rows["measured_speedup"], ls="none", marker="o",
+                markerfacecolor="white", color=colour)
+    ax.plot([], [], ls="none", marker="o", color="0.4", label="predicted by the timing tables")
+    ax.plot([], [], ls="none", marker="o", color="0.4", markerfacecolor="white",
+            label="predicted by costs re-timed in the job")
+    ax.set_xlim(line[0], line[-1])
+    ax.set_ylim(line[0], line[-1])
+    speedup_axis(ax, "x", log=False)
+    speedup_axis(ax, "y", log=False)
+    ax.set_xlabel("predicted speedup")
+    ax.set_ylabel("measured speedup")
+
+
+def plot_time_breakdown(
+    ax: plt.Axes, parts: pd.DataFrame, measured_ms: Mapping[str, float]
+) -> None:
+    """Stacked horizontal bars of one scheme and mode: for each operating point, the time per
+    example predicted by the tables, by the re-timed costs, and measured (instrumented), split
+    into :data:`TIME_PARTS`; a black tick marks the mean latency of the timed passes
+    (``measured_ms`` by label)."""
+    colours = dict(zip(TIME_PARTS, sns.color_palette(_style["palette"], 10)[5:8]))
+    kinds = {"predicted": "tables", "retimed": "re-timed", "measured": "measured"}
+    y, ticks = 0.0, []
+    for label in dict.fromkeys(parts["label"]):
+        for kind, text in kinds.items():
+            rows = parts[(parts["label"] == label) & (parts["kind"] == kind)].set_index("part")
+            left = 0.0
+            for part in TIME_PARTS:
+                ms = float(rows.loc[part, "ms"])
+                ax.barh(y, ms, left=left, height=0.8, color=colours[part], label=TIME_PARTS[part])
+                left += ms
+            if kind == "measured":
+                ax.plot([measured_ms[label]] * 2, [y - 0.45, y + 0.45], color="black", lw=1.5,
+                        label="timed passes (mean)")
+            ticks.append((y, f"{label}: {text}"))
+            y += 1
+        y += 0.6
+    ax.set_yticks([t for t, _ in ticks], [text for _, text in ticks], fontsize="small")
+    ax.invert_yaxis()
+    ax.set_xlabel("time per example (ms)")

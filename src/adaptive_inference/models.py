@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-ARCHITECTURES = ("linear", "small_cnn", "exit_resnet")
+ARCHITECTURES = ("linear", "small_cnn", "exit_resnet")  # the family trained here; also: torchvision
 
 
 class MultiExitNetwork(nn.Module):
@@ -146,7 +146,16 @@ _BUILDERS = {"linear": linear, "small_cnn": small_cnn, "exit_resnet": exit_resne
 
 
 def build_network(arch: str, *, num_classes: int, in_channels: int, image_size: int, **options):
-    """Build a member of the default family by architecture name and its config options."""
+    """Build a network by architecture name and its config options.
+
+    ``torchvision`` is a pre-trained classifier (:mod:`adaptive_inference.pretrained`, options
+    ``model``, ``weights``, ``exits``); its classes and input size come from its weights, and the
+    ``num_classes`` / ``in_channels`` / ``image_size`` recorded beside them are not used here.
+    """
+    if arch == "torchvision":
+        from adaptive_inference.pretrained import torchvision_network  # imports torchvision.models
+
+        return torchvision_network(**options)
     if arch not in _BUILDERS:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     kwargs = dict(num_classes=num_classes, in_channels=in_channels, **options)

@@ -51,6 +51,11 @@ NOTEBOOKS: dict[str, tuple[str, str]] = {
         "Summary",
         "The headline speedups of the study in one table, and its setup.",
     ),
+    "7_runtime": (
+        "The policies run for real",
+        "Measured against predicted speedup of the adaptive runtime at each operating point, "
+        "at batch 1 and batched, and where the time goes.",
+    ),
 }
 
 
@@ -63,6 +68,7 @@ def figure_names(name: str, options: Mapping[str, Any]) -> list[str]:
         "2_early_exit": ["speedup_vs_loss", "exit_gain"],
         "5_oracle": ["oracle_share"],
         "6_summary": ["headline"],
+        "7_runtime": ["measured_vs_predicted", "time_breakdown"],
     }
     if name in fixed:
         return fixed[name]

@@ -571,6 +571,7 @@ def environment(
     dtype: torch.dtype,
     batch_sizes: Mapping[str, int],
     malloc_pinned: bool | None = None,
+    channels_last: bool = False,
 ) -> dict[str, Any]:
     """What the measurements depend on (no dates or times, so that outputs stay reproducible)."""
     import torchvision  # local: only needed to report its version
@@ -584,6 +585,7 @@ def environment(
         "cuda_version": torch.version.cuda if cuda else None,
         "cudnn_version": torch.backends.cudnn.version() if cuda else None,
         "dtype": str(dtype).removeprefix("torch."),
+        "channels_last": channels_last,
         "threads": torch.get_num_threads(),
         "batch_sizes": dict(batch_sizes),
         "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
@@ -681,6 +683,7 @@ def profile_network(
     device: torch.device,
     threads: int,
     dtype: torch.dtype = torch.float32,
+    channels_last: bool = False,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Profile ``model`` at every batch size; layer, component, exit and summary tables.
@@ -698,7 +701,8 @@ def profile_network(
     if device.type == "cpu":
         torch.set_num_threads(threads)
     pinned = pin_malloc_thresholds()
-    model.to(device=device, dtype=dtype)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(device=device, dtype=dtype, memory_format=fmt)
     generator = torch.Generator().manual_seed(seed)
     tables: dict[str, list[pd.DataFrame]] = {"layers": [], "components": [], "exits": []}
     summary = []
@@ -708,7 +712,7 @@ def profile_network(
             example = torch.randn((batch_size, *input_shape), generator=generator, dtype=dtype)
             with _eval_mode(model):
                 layers, measured, forward = _profile_batch(
-                    model, example.to(device), warmup=warmup, iterations=iterations,
+                    model, example.to(device).contiguous(memory_format=fmt), warmup=warmup, iterations=iterations,
                     device=device, progress=progress,
                 )
             components = stage_costs(layers, model, measured)
@@ -724,7 +728,7 @@ def profile_network(
     }
     result["summary"] = pd.DataFrame(summary)
     result["environment"] = environment(
-        device, dtype=dtype, batch_sizes=batch_sizes, malloc_pinned=pinned
+        device, dtype=dtype, batch_sizes=batch_sizes, malloc_pinned=pinned, channels_last=channels_last
     )
     return result
 
@@ -735,13 +739,16 @@ def profile_study_network(
     timing: Mapping[str, Any],
     *,
     device: torch.device,
+    compute: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """:func:`profile_network` with the study's ``timing`` config section.
+    """:func:`profile_network` with the study's ``timing`` and ``compute`` config sections.
 
     The latency setting runs ``timing["iterations"]`` timed passes and the throughput setting
     ``timing["throughput_iterations"]`` (its passes are a hundred times longer).
     """
     iterations = {"latency": timing["iterations"], "throughput": timing["throughput_iterations"]}
+    compute = dict(compute or {})
+    torch.backends.cudnn.benchmark = bool(compute.get("cudnn_benchmark", False))
     parts = [
         profile_network(
             model,
@@ -751,6 +758,8 @@ def profile_study_network(
             iterations=iterations[setting],
             device=device,
             threads=timing["threads"],
+            dtype=getattr(torch, compute.get("dtype", "float32")),
+            channels_last=bool(compute.get("channels_last", False)),
         )
         for setting, batch_size in timing["batch_sizes"].items()
     ]

@@ -168,8 +168,14 @@ def train(
 
 
 def save_network(model: MultiExitNetwork, spec: Mapping[str, Any], path: Path | str) -> None:
-    """Save weights with the spec that rebuilds the network (see :func:`load_network`)."""
+    """Save weights with the spec that rebuilds the network (see :func:`load_network`).
+
+    A pre-trained backbone (``arch: torchvision``) is not copied: only the exit heads are saved,
+    and loading rebuilds the backbone from its weights (cached in ``$TORCH_HOME``).
+    """
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if spec["arch"] == "torchvision":
+        state = {k: v for k, v in state.items() if k.startswith("heads.")}
     with atomic_path(path) as tmp:
         torch.save({"spec": dict(spec), "state_dict": state}, tmp)
 
@@ -179,10 +185,17 @@ def load_network(
 ):
     """Rebuild a network saved by :func:`save_network`, in eval mode (and its spec if asked)."""
     checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    model = build_network(**checkpoint["spec"])
-    model.load_state_dict(checkpoint["state_dict"])
+    spec = checkpoint["spec"]
+    model = build_network(**spec)
+    if spec["arch"] == "torchvision":
+        missing = model.load_state_dict(checkpoint["state_dict"], strict=False).missing_keys
+        heads = [k for k in missing if k.startswith("heads.")]
+        if heads:
+            raise ValueError(f"{path} lacks the exit heads' weights {heads}; re-run train_network.")
+    else:
+        model.load_state_dict(checkpoint["state_dict"])
     model.eval()
-    return (model, checkpoint["spec"]) if with_spec else model
+    return (model, spec) if with_spec else model
 
 
 def plot_training_curve(curve: pd.DataFrame, path: Path | str, title: str = "") -> None:
@@ -193,14 +206,18 @@ def plot_training_curve(curve: pd.DataFrame, path: Path | str, title: str = "") 
     import matplotlib.pyplot as plt
 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5), constrained_layout=True)
+    if curve.empty:  # a pre-trained network without intermediate exits: nothing was trained
+        fig.text(0.5, 0.5, "pre-trained network used as is: no exit heads to train", ha="center")
     ax_loss.plot(curve["epoch"], curve["train_loss"], marker="o")
     ax_loss.set(xlabel="epoch", ylabel="training loss (weighted exit CE)")
-    ax_acc.plot(curve["epoch"], curve["train_accuracy"] * 100, marker="o", label="train (final exit)")
+    if "train_accuracy" in curve:
+        ax_acc.plot(curve["epoch"], curve["train_accuracy"] * 100, marker="o", label="train (final exit)")
     for column in [c for c in curve.columns if c.startswith("val_accuracy_")]:
         label = f"validation ({column.removeprefix('val_accuracy_')})"
         ax_acc.plot(curve["epoch"], curve[column] * 100, marker="o", label=label)
     ax_acc.set(xlabel="epoch", ylabel="top-1 accuracy (%)")
-    ax_acc.legend(fontsize="small")
+    if not curve.empty:
+        ax_acc.legend(fontsize="small")
     fig.suptitle(title)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png", dpi=120)

@@ -9,6 +9,7 @@ from adaptive_inference.config import (
     figure_notebooks,
     figure_options,
     reference_network,
+    runtime_schemes,
 )
 from adaptive_inference.joblog import put_package_on_job_path
 from adaptive_inference.notebooks import NOTEBOOKS, figure_names
@@ -25,6 +26,7 @@ RESULTS = "results"
 LOGS = f"{RESULTS}/logs"
 NETWORKS = list(config["networks"])
 SCHEMES = list(config["policies"]["schemes"])
+RUNTIME_SCHEMES = runtime_schemes(config)
 # The notebook templates and the plotting module they import are inputs of the notebook rules
 # (an edit re-runs them); they live beside the Snakefile, wherever the results are written.
 NOTEBOOK_TEMPLATES = Path(workflow.basedir) / "notebooks"
@@ -44,19 +46,64 @@ wildcard_constraints:
     network="|".join(NETWORKS),
     scheme="|".join(SCHEMES),
     shard=r"\d+",
+    which="eval|train",
 
 
 def get_dataset_files():
     """The prepared dataset files a rule reads (none for an external image folder)."""
-    if config["data"]["dataset"] == "fashion_mnist":
-        root = config["data"]["root"]
-        return [f"{root}/FashionMNIST/raw/{name}" for name in FASHION_MNIST_RAW]
+    data = config["data"]
+    if data["dataset"] == "fashion_mnist":
+        return [f"{data['root']}/FashionMNIST/raw/{name}" for name in FASHION_MNIST_RAW]
+    if data["dataset"] == "imagenet":
+        sets = ["eval", "train"] if data["imagenet"]["train"] else ["eval"]
+        return [f"{data['root']}/imagenet/{which}_index.parquet" for which in sets]
     return []
 
 
+def get_eval_files():
+    """The prepared files of the evaluation set (ImageNet: its index, not the training one's)."""
+    return [path for path in get_dataset_files() if not path.endswith("train_index.parquet")]
+
+
+def get_training_inputs(wildcards):
+    """What training a network reads: the dataset; a pre-trained network's exit heads learn on
+    the evaluation set's head_train split (or on data.imagenet.train)."""
+    inputs = {"data": get_dataset_files()}
+    if config["networks"][wildcards.network]["arch"] == "torchvision":
+        inputs["splits"] = f"{RESULTS}/splits/eval_splits.parquet"
+    return inputs
+
+
+def get_feature_loader_params(wildcards):
+    """How a pre-trained network's pooled features are read for its heads (extraction's batch
+    size and workers); nothing for a network trained here, so these never retrain it."""
+    if config["networks"][wildcards.network]["arch"] != "torchvision":
+        return {}
+    return {key: config["extraction"][key] for key in ("batch_size", "num_workers")}
+
+
+def get_pretrained_num_classes():
+    """The classes the pre-trained networks predict (all must agree), or None."""
+    from adaptive_inference.config import pretrained_networks
+
+    if not pretrained_networks(config):
+        return None
+    from adaptive_inference.pretrained import num_classes_of  # imports torchvision.models
+
+    counts = {
+        num_classes_of(config["networks"][n]["options"]["model"], config["networks"][n]["options"]["weights"])
+        for n in pretrained_networks(config)
+    }
+    if len(counts) > 1:
+        raise WorkflowError(f"Invalid config: the pre-trained networks predict {sorted(counts)} classes; use weights of one label set.")
+    return counts.pop()
+
+
 def get_data_params():
-    """The data section as the rules that read images see it."""
-    return {k: v for k, v in config["data"].items() if k not in ("source", "download")}
+    """The data section as the rules that read images see it (without the other datasets'
+    sections, so that their defaults never re-run anything)."""
+    others = {"image_folder", "imagenet"} - {config["data"]["dataset"]}
+    return {k: v for k, v in config["data"].items() if k not in ("source", "download", *others)}
 
 
 def get_network_params(wildcards):
@@ -136,6 +183,32 @@ def get_policy_results(kind, schemes):
     return [f"{RESULTS}/policies/{scheme}/{filename}" for scheme in dict.fromkeys(schemes)]
 
 
+def get_runtime_inputs(wildcards):
+    """What measuring one scheme's runtime reads: its networks, their predictions and exit
+    costs, the decision's cost, the fitted policies and the splits."""
+    networks = config["policies"]["schemes"][wildcards.scheme]["networks"]
+    return {
+        **get_scheme_inputs(wildcards),
+        **{f"model_{n}": f"{RESULTS}/networks/{n}/model.pt" for n in networks},
+        "policies": f"{RESULTS}/policies/{wildcards.scheme}/policies.pkl",
+        "decision": f"{RESULTS}/timing/policy_decision.json",
+        "splits": f"{RESULTS}/splits/eval_splits.parquet",
+    }
+
+
+def get_runtime_params():
+    """The runtime section without the schemes (a job per scheme), its batch size resolved."""
+    runtime = {k: v for k, v in config["runtime"].items() if k != "schemes"}
+    runtime["batch_size"] = runtime["batch_size"] or config["timing"]["batch_sizes"]["throughput"]
+    return runtime
+
+
+def get_runtime_results(kind):
+    """One table of the runtime's measurements (speedups, segments, examples) of each measured
+    scheme."""
+    return [f"{RESULTS}/runtime/{scheme}/{kind}.parquet" for scheme in RUNTIME_SCHEMES]
+
+
 def get_index_pages():
     """The index page's entries: each rendered notebook and its figures (PNG), relative to
     results/."""
@@ -168,5 +241,6 @@ def get_final_outputs():
         *expand(f"{RESULTS}/predictions/{{network}}/manifest.json", network=NETWORKS),
         *expand(f"{RESULTS}/timing/{{network}}/summary.json", network=NETWORKS),
         *expand(f"{RESULTS}/policies/{{scheme}}/speedup_at_loss.csv", scheme=SCHEMES),
+        *get_runtime_results("speedups"),
         *get_rendered_notebooks(),
     ]

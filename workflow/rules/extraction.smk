@@ -6,7 +6,7 @@ if config["extraction"]["shards"] == 1:
 
     rule extract_predictions:
         input:
-            get_dataset_files(),
+            get_eval_files(),
             model=f"{RESULTS}/networks/{{network}}/model.pt",
         output:
             probs=f"{RESULTS}/predictions/{{network}}/probs.npy",
@@ -23,6 +23,7 @@ if config["extraction"]["shards"] == 1:
             gpu=1 if config["device"] == "cuda" else 0,
         params:
             extraction=config["extraction"],
+            compute=config["compute"],
             data=get_data_params(),
             device=config["device"],
         script:
@@ -32,7 +33,7 @@ else:
 
     rule extract_shard:
         input:
-            get_dataset_files(),
+            get_eval_files(),
             model=f"{RESULTS}/networks/{{network}}/model.pt",
         output:
             probs=f"{RESULTS}/predictions/{{network}}/shards/{{shard}}.npy",
@@ -49,6 +50,7 @@ else:
             gpu=1 if config["device"] == "cuda" else 0,
         params:
             extraction=config["extraction"],
+            compute=config["compute"],
             data=get_data_params(),
             device=config["device"],
         script:

@@ -1,13 +1,13 @@
-# Training the default family (cached: a re-run trains nothing unless the network's config changed).
+# Training the default family, or the exit heads of a pre-trained network on its frozen features
+# (cached: a re-run trains nothing unless the network's config changed).
 
 
 rule train_network:
     input:
-        get_dataset_files(),
+        unpack(get_training_inputs),
     output:
         model=f"{RESULTS}/networks/{{network}}/model.pt",
         curve=f"{RESULTS}/networks/{{network}}/training_curve.csv",
-        plot=f"{RESULTS}/networks/{{network}}/training_curve.png",
     log:
         f"{LOGS}/train_network/{{network}}.log",
     benchmark:
@@ -20,6 +20,20 @@ rule train_network:
     params:
         network=get_network_params,
         data=get_data_params(),
+        loader=get_feature_loader_params,
         device=config["device"],
     script:
         "../scripts/train_network.py"
+
+
+rule plot_training_curve:
+    input:
+        f"{RESULTS}/networks/{{network}}/training_curve.csv",
+    output:
+        f"{RESULTS}/networks/{{network}}/training_curve.png",
+    log:
+        f"{LOGS}/plot_training_curve/{{network}}.log",
+    conda:
+        "../../envs/environment.yaml"
+    script:
+        "../scripts/plot_training_curve.py"

@@ -19,6 +19,7 @@ rule time_network:
         gpu=1 if config["device"] == "cuda" else 0,
     params:
         timing=config["timing"],
+        compute=config["compute"],
         device=config["device"],
     script:
         "../scripts/time_network.py"

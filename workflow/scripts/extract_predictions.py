@@ -6,14 +6,17 @@ import torch
 from adaptive_inference.data import load_split
 from adaptive_inference.extraction import extract, resolve_device, shard
 from adaptive_inference.joblog import job_log
+from adaptive_inference.pretrained import transforms_of
 from adaptive_inference.training import load_network
 
 with job_log(snakemake.log[0]) as log:
     p, out = snakemake.params, snakemake.output
     torch.set_num_threads(snakemake.threads)
     device = resolve_device(p.device)
-    model = load_network(snakemake.input.model)
-    dataset, first_id = load_split(p.data, p.data["root"], train=False), 0
+    torch.backends.cudnn.benchmark = p.compute["cudnn_benchmark"]
+    model, spec = load_network(snakemake.input.model, with_spec=True)
+    transform = transforms_of(spec["model"], spec["weights"]) if spec["arch"] == "torchvision" else None
+    dataset, first_id = load_split(p.data, p.data["root"], train=False, transform=transform), 0
     index = getattr(snakemake.wildcards, "shard", None)
     if index is not None:
         dataset, first_id = shard(dataset, int(index), p.extraction["shards"])
@@ -26,6 +29,8 @@ with job_log(snakemake.log[0]) as log:
         num_workers=p.extraction["num_workers"],
         topk=p.extraction["topk"],
         probs_dtype=p.extraction["probs_dtype"],
+        dtype=p.compute["dtype"],
+        channels_last=p.compute["channels_last"],
         first_id=first_id,
     )
     result.manifest.update(network=snakemake.wildcards.network, threads=snakemake.threads)

@@ -12,7 +12,9 @@ with job_log(snakemake.log[0]) as log:
     p, out = snakemake.params, snakemake.output
     model, spec = load_network(snakemake.input.model, with_spec=True)
     input_shape = (spec["in_channels"], spec["image_size"], spec["image_size"])
-    result = profile_study_network(model, input_shape, p.timing, device=resolve_device(p.device))
+    result = profile_study_network(
+        model, input_shape, p.timing, device=resolve_device(p.device), compute=p.compute
+    )
     log.info("timing summary:\n%s", result["summary"].to_string())
     log.info("exit costs:\n%s", result["exits"].to_string())
     write_parquet(result["layers"], out.layers)

@@ -14,7 +14,9 @@ with job_log(snakemake.log[0]) as log:
     device = resolve_device(p.device)
     torch.set_num_threads(p.threads)
     pinned = pin_malloc_thresholds()
-    num_classes = int(pd.read_parquet(snakemake.input.splits, columns=["label"])["label"].max()) + 1
+    # The classes the networks predict: the pre-trained networks' (ImageNet: 1,000, whatever
+    # subset the evaluation images hold), else those of the evaluation labels.
+    num_classes = p.num_classes or int(pd.read_parquet(snakemake.input.splits, columns=["label"])["label"].max()) + 1
     settings = {
         setting: time_decision(
             num_classes=num_classes,

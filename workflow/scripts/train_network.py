@@ -1,5 +1,7 @@
-"""Train one network of the default family (rule train_network)."""
+"""Train one network of the default family, or the exit heads of a pre-trained network (rule
+train_network)."""
 
+import pandas as pd
 import torch
 
 from adaptive_inference.data import input_shape, load_split, num_classes
@@ -7,11 +9,11 @@ from adaptive_inference.extraction import resolve_device
 from adaptive_inference.io import atomic_path
 from adaptive_inference.joblog import job_log
 from adaptive_inference.models import build_network
-from adaptive_inference.training import TrainConfig, plot_training_curve, save_network, train
+from adaptive_inference.pretrained import build_and_train
+from adaptive_inference.training import TrainConfig, save_network, train
 
-with job_log(snakemake.log[0]) as log:
-    p = snakemake.params
-    torch.set_num_threads(snakemake.threads)
+
+def train_family_network(p, device, log):
     full = load_split(p.data, p.data["root"], train=True)
     held_out = min(p.data["validation_size"], len(full) // 5)
     generator = torch.Generator().manual_seed(p.network["training"].get("seed", 0))
@@ -28,9 +30,29 @@ with job_log(snakemake.log[0]) as log:
     model = build_network(**spec)
     cfg = TrainConfig.from_config(p.network["training"])
     log.info("training %s: %s on %d examples (%d held out), %s", snakemake.wildcards.network, spec, len(train_set), held_out, cfg)
-    curve = train(model, train_set, cfg, val_set=val_set, device=resolve_device(p.device))
+    curve = train(model, train_set, cfg, val_set=val_set, device=device)
+    return model, spec, curve
+
+
+def train_exit_heads(p, device, log):
+    log.info("loading %s and training its exit heads on frozen features", p.network["options"])
+    return build_and_train(
+        p.network["options"],
+        data_cfg=p.data,
+        splits=pd.read_parquet(snakemake.input.splits),
+        training=p.network["training"],
+        loader=p.loader,
+        device=device,
+    )
+
+
+with job_log(snakemake.log[0]) as log:
+    p = snakemake.params
+    torch.set_num_threads(snakemake.threads)
+    device = resolve_device(p.device)
+    trainer = train_exit_heads if p.network["arch"] == "torchvision" else train_family_network
+    model, spec, curve = trainer(p, device, log)
     log.info("training curve:\n%s", curve.to_string())
     save_network(model.cpu(), spec, snakemake.output.model)
     with atomic_path(snakemake.output.curve) as tmp:
         curve.to_csv(tmp, index=False)
-    plot_training_curve(curve, snakemake.output.plot, title=snakemake.wildcards.network)
