@@ -190,7 +190,7 @@ def labels_of(dataset: Dataset) -> torch.Tensor:
     """All labels of a dataset without loading its images."""
     if isinstance(dataset, TensorDataset):
         return dataset.tensors[1]
-    if isinstance(dataset, datasets.ImageFolder) or hasattr(dataset, "targets"):
+    if hasattr(dataset, "targets"):  # ImageFolder, the ImageNet index's ImageTable
         return torch.as_tensor(dataset.targets, dtype=torch.long)
     if isinstance(dataset, Subset):
         return labels_of(dataset.dataset)[torch.as_tensor(list(dataset.indices), dtype=torch.long)]

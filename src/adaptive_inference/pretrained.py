@@ -120,10 +120,10 @@ def _stage_nodes(graph: fx.Graph, cuts: Sequence[fx.Node]) -> list[list[fx.Node]
     done: set[fx.Node] = set()
     stages = []
     for cut in cuts:
-        members = (ancestors(cut) | {cut}) - done
-        members = {n for n in members if n.op not in ("placeholder", "get_attr")}
+        upstream = ancestors(cut) | {cut}
+        members = {n for n in upstream - done if n.op not in ("placeholder", "get_attr")}
         stages.append(sorted(members, key=order.__getitem__))
-        done |= members | ancestors(cut)
+        done |= upstream
     return stages
 
 
@@ -149,10 +149,10 @@ def _build_stage(
     """
     graph = fx.Graph()
     x = graph.placeholder("x")
-    if any(_overwrites_input(user, root) and user.args and user.args[0] is source for user in source.users if user in set(nodes)):
+    members = set(nodes)
+    if any(_overwrites_input(user, root) and user.args and user.args[0] is source for user in source.users if user in members):
         x = graph.call_method("clone", (x,))
     env: dict[fx.Node, fx.Node] = {source: x}
-    members = set(nodes)
     for node in nodes:
         for parent in node.all_input_nodes:
             if parent in env:
@@ -229,7 +229,7 @@ def torchvision_network(*, model: str, weights: str, exits: Sequence[str] = ()) 
     network = load_classifier(model, weights)
     num_classes = num_classes_of(model, weights)
     stages, names = split_network(network, list(exits))
-    crop = weights_of(model, weights).transforms().crop_size[0]
+    crop = input_size(model, weights)
     heads: list[nn.Module] = []
     with torch.no_grad():  # (not inference mode: the heads' parameters must stay trainable)
         x = torch.zeros(1, 3, crop, crop)

@@ -99,6 +99,9 @@ def get_pretrained_num_classes():
     return counts.pop()
 
 
+PRETRAINED_NUM_CLASSES = get_pretrained_num_classes()
+
+
 def get_data_params():
     """The data section as the rules that read images see it (without the other datasets'
     sections, so that their defaults never re-run anything)."""

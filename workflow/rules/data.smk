@@ -18,7 +18,7 @@ if config["data"]["dataset"] == "imagenet":
         threads: workflow.cores
         params:
             imagenet=config["data"]["imagenet"],
-            num_classes=get_pretrained_num_classes(),
+            num_classes=PRETRAINED_NUM_CLASSES,
         script:
             "../scripts/index_imagenet.py"
 

@@ -16,7 +16,7 @@ rule time_policy_decision:
         batch_sizes=config["timing"]["batch_sizes"],
         threads=config["timing"]["threads"],
         topk=config["policies"]["topk"],
-        num_classes=get_pretrained_num_classes(),
+        num_classes=PRETRAINED_NUM_CLASSES,
         decision_timing=config["policies"]["decision_timing"],
         device=config["device"],
     script:
