@@ -11,15 +11,14 @@ if not workflow.config_settings.configfiles:
     configfile: "config.yaml"
 
 
-
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/networks.smk"
 include: "workflow/rules/extraction.smk"
 include: "workflow/rules/timing.smk"
 include: "workflow/rules/policies.smk"
-include: "workflow/rules/figures.smk"
 include: "workflow/rules/runtime.smk"
+include: "workflow/rules/figures.smk"
 
 
 report: "workflow/report/workflow.rst"
@@ -29,3 +28,9 @@ rule all:
     input:
         get_final_outputs(),
     default_target: True
+
+
+onsuccess:
+    from adaptive_inference.study import run_summary
+
+    print("\n".join(run_summary(L, SCHEMES, config["runtime"]["loss_levels"])))

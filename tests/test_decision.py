@@ -1,31 +1,122 @@
+"""The one decision rule: features and linear steps, as NumPy and as tensors, and its cost."""
+
 import numpy as np
 import pytest
 import torch
 
-from adaptive_inference.decision import LinearDecision, decision_features, time_decision
-from adaptive_inference.extraction import confidence_features
+from adaptive_inference import decision as dec
+from adaptive_inference.cost_timing import measure_costs, random_decision
+from adaptive_inference.decision import (
+    STOP,
+    DecisionRule,
+    NodeDecision,
+    NodeRule,
+    PathMemo,
+    confidence_features,
+    decision_features,
+    path_columns,
+)
+from adaptive_inference.graph import scheme_structure
+from adaptive_inference.networks import build_network
+
+
+def random_rule(steps: int, features: int, seed: int = 0) -> NodeRule:
+    rng = np.random.default_rng(seed)
+    return NodeRule(
+        node=0, actions=np.arange(-1, steps), feature_names=[f"f{i}" for i in range(features)],
+        mean=rng.random(features), scale=rng.random(features) + 0.5,
+        coef=rng.standard_normal((steps, features)), intercept=rng.standard_normal(steps) * 0.3,
+        learned=np.ones(steps, dtype=bool),
+    )
 
 
 def test_decision_features_match_the_extracted_ones():
     logits = torch.randn(64, 10, generator=torch.Generator().manual_seed(0))
-    features = decision_features(logits, topk=5)
+    own, top_i, top_p = decision_features(logits, topk=5)
     extracted = confidence_features(logits.softmax(1), topk=5)
-    torch.testing.assert_close(features[:, :5], extracted["top_p"])
-    torch.testing.assert_close(features[:, 5], extracted["margin"])
-    torch.testing.assert_close(features[:, 6], extracted["entropy"])
+    torch.testing.assert_close(own[:, :5], extracted["top_p"])
+    torch.testing.assert_close(own[:, 5], extracted["margin"])
+    torch.testing.assert_close(own[:, 6], extracted["entropy"])
+    assert torch.equal(top_i, extracted["top_i"]) and torch.equal(top_p, extracted["top_p"])
 
 
-def test_linear_decision_is_the_standardised_linear_rule():
-    logits = torch.randn(32, 10, generator=torch.Generator().manual_seed(1))
-    mean, scale = torch.rand(7), torch.rand(7) + 0.5
-    coef = torch.randn(7)
-    rule = LinearDecision(mean, scale, coef, -0.2, topk=5)
-    x = decision_features(logits, 5).numpy()
-    expected = ((x - mean.numpy()) / scale.numpy()) @ coef.numpy() - 0.2 > 0
-    np.testing.assert_array_equal(rule(logits).numpy(), expected)
+@pytest.mark.parametrize("steps", [1, 2, 4])
+def test_the_tensor_rule_takes_the_numpy_rule_s_actions(steps):
+    rule = random_rule(steps, 7, seed=steps)
+    x = np.random.default_rng(9).random((500, 7))
+    expected = rule.decide(x)
+    tensor = DecisionRule(rule)
+    positions = tensor.decide(torch.as_tensor(x))
+    assert np.array_equal(np.asarray(tensor.actions)[positions.numpy()], expected)
+    one = [tensor.decide_one(torch.as_tensor(row[None])) for row in x[:100]]
+    assert one == expected[:100].tolist()
+    assert len(set(expected.tolist())) > 1  # the rule really decides
 
 
-def test_time_decision_reports_per_example_cost():
-    result = time_decision(num_classes=10, topk=5, batch_size=8, warmup=1, iterations=5, device=torch.device("cpu"))
-    assert result["median_ms"] > 0 and result["iqr_ms"] >= 0
-    assert result["per_example_ms"] == pytest.approx(result["median_ms"] / 8)
+def test_a_rule_round_trips_through_its_data():
+    rule = random_rule(3, 5)
+    again = NodeRule.from_dict(rule.to_dict())
+    x = np.random.default_rng(1).random((200, 5))
+    assert np.array_equal(rule.decide(x), again.decide(x))
+    assert again.to_dict() == rule.to_dict()
+
+
+def test_a_constant_rule_computes_nothing():
+    rule = NodeRule.constant(2, [STOP, 3, 4], 3, ["a", "b"], np.zeros(2), np.ones(2))
+    assert rule.constant_action == 3
+    assert (rule.decide(np.random.default_rng(0).random((10, 2))) == 3).all()
+    decision = NodeDecision.of_rule(rule, 2, topk=5, keep=False, reads=(), device="cpu")
+    assert decision.computes is False and decision.one(torch.randn(1, 10), None) == 3
+
+
+def test_path_features_are_the_same_as_numpy_and_as_tensors():
+    gen = torch.Generator().manual_seed(3)
+    earlier, here = torch.randn(300, 10, generator=gen), torch.randn(300, 10, generator=gen)
+    earlier[:100] = here[:100] * 3  # many agreements
+    memo = PathMemo(300)
+    rows = torch.arange(300)
+    keeper = NodeDecision(0, [STOP], rule=None, constant=STOP, topk=5, keep=True)
+    keeper.many(earlier, memo, rows)
+    own_here, top_i_here, _ = decision_features(here, 5)
+    tensor = memo.columns(0, top_i_here[:, 0], rows)
+    own_e, top_i_e, top_p_e = decision_features(earlier, 5)
+    expected = path_columns(top_i_here[:, 0].numpy(), top_i_e.numpy(), top_p_e.numpy())
+    np.testing.assert_allclose(tensor[:, :7].numpy(), own_e.numpy())
+    np.testing.assert_allclose(tensor[:, 7:].numpy(), expected, rtol=1e-6, atol=1e-7)
+    assert 0 < expected[:, 0].mean() < 1 and (expected[:, 1] >= 0).all()
+
+
+def test_the_decision_timed_is_the_one_the_runtime_runs(monkeypatch):
+    """The joint timing job and the runtime both call NodeDecision: one implementation."""
+    calls = []
+    original = NodeDecision.one
+
+    def recording(self, logits, memo):
+        calls.append(type(self))
+        return original(self, logits, memo)
+
+    monkeypatch.setattr(dec.NodeDecision, "one", recording)
+    decision = random_decision(2, 0, topk=5, device=torch.device("cpu"))
+    assert isinstance(decision, NodeDecision) and isinstance(decision.rule, DecisionRule)
+    network = build_network("exit_resnet", num_classes=10, in_channels=1, image_size=28,
+                            widths=[4, 4, 4], blocks_per_stage=1)
+    structure = scheme_structure("early_exit", {"net": list(network.exit_names)})
+    measure_costs({"net": network}, [structure], input_shapes={"net": (1, 28, 28)},
+                  reference="net", batch_sizes=[1], rounds=3, warmup=0, topk=5,
+                  device=torch.device("cpu"), dtype=torch.float32, channels_last=False,
+                  progress=False)
+    assert calls and all(kind is NodeDecision for kind in calls)
+
+
+def test_a_decision_with_more_steps_costs_more():
+    """Every step of a decision list is evaluated (the costliest case) and paid for."""
+    network = build_network("linear", num_classes=10, in_channels=1, image_size=28)
+    structure = scheme_structure("network_selection", {f"n{i}": ["final"] for i in range(17)})
+    table = measure_costs({"n0": network, **{f"n{i}": network for i in range(1, 17)}}, [structure],
+                          input_shapes={f"n{i}": (1, 28, 28) for i in range(17)}, reference="n16",
+                          batch_sizes=[1], rounds=60, warmup=3, topk=5,
+                          device=torch.device("cpu"), dtype=torch.float32, channels_last=False,
+                          progress=False)
+    decisions = table[table["kind"] == "decision"].set_index("steps")["median_ms"]
+    assert sorted(decisions.index) == list(range(1, 17))
+    assert decisions[16] > decisions[1]

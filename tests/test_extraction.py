@@ -3,9 +3,11 @@ import pandas as pd
 import pytest
 import torch
 
-from adaptive_inference.extraction import confidence_features, extract, resolve_device
+from adaptive_inference.decision import confidence_features
+from adaptive_inference.device import resolve_device
+from adaptive_inference.extraction import extract
 from adaptive_inference.io import read_json
-from adaptive_inference.models import build_network
+from adaptive_inference.networks import build_network
 
 
 @pytest.fixture(scope="module")

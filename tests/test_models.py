@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from adaptive_inference.models import ARCHITECTURES, MultiExitNetwork, build_network
+from adaptive_inference.family import ARCHITECTURES, DEFAULT_OPTIONS, exit_count
+from adaptive_inference.models import MultiExitNetwork
+from adaptive_inference.networks import build_network
 
 
 def _build(arch, **options):
@@ -50,3 +52,14 @@ def test_bad_shapes_are_refused():
         MultiExitNetwork([stage, stage], [torch.nn.Identity()] * 2, [1, 1])
     with pytest.raises(ValueError, match="unknown architecture 'vgg'"):
         _build("vgg")
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_the_family_facts_match_the_networks(arch):
+    """family.py (torch-free, read by the config checks) says what the built networks are."""
+    model = _build(arch)
+    assert model.num_exits == exit_count(arch, {})
+    wide = {"widths": [4, 4, 4, 4, 4]} if arch == "exit_resnet" else {}
+    assert _build(arch, **wide).num_exits == exit_count(arch, wide)
+    if "widths" in DEFAULT_OPTIONS[arch]:
+        assert _build(arch, widths=list(DEFAULT_OPTIONS[arch]["widths"])).num_exits == model.num_exits

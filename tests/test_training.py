@@ -1,8 +1,11 @@
 import pytest
 import torch
 
-from adaptive_inference.models import build_network
-from adaptive_inference.training import TrainConfig, evaluate, load_network, save_network, train
+from adaptive_inference.device import seed_everything
+from adaptive_inference.networks import build_network, load_network, save_network
+from adaptive_inference.training import CURVE_POINTS, TrainConfig, evaluate, train
+
+RECIPE = dict(batch_size=64, max_lr=0.1, momentum=0.9, weight_decay=5e-4, seed=0, channels_last=True)
 
 
 def _net(arch="exit_resnet", **options):
@@ -13,29 +16,44 @@ def _net(arch="exit_resnet", **options):
 def test_training_learns_and_records_a_curve(small_train_set, small_eval_set):
     _, model = _net(widths=[8, 16, 16], blocks_per_stage=1)
     before = evaluate(model, *small_eval_set.tensors)
-    cfg = TrainConfig(epochs=2, batch_size=64, exit_weights=[0.3, 0.3, 1.0])
+    cfg = TrainConfig(steps=64, **RECIPE, exit_weights=[0.3, 0.3, 1.0])
     curve = train(model, small_train_set, cfg, val_set=small_eval_set, progress=False)
     after = evaluate(model, *small_eval_set.tensors)
-    assert list(curve["epoch"]) == [1, 2]
+    assert len(curve) == CURVE_POINTS and curve["step"].iloc[-1] == 64
+    assert curve["epoch"].iloc[-1] == pytest.approx(64 / 32)  # 2,000 images, batches of 64
     assert {"val_accuracy_stage1", "val_accuracy_stage2", "val_accuracy_final"} <= set(curve.columns)
     assert curve["train_loss"].iloc[-1] < curve["train_loss"].iloc[0]
     assert after[-1] > 0.6 and after[-1] > before[-1] + 0.3
 
 
-def test_frozen_backbone_trains_only_the_heads(small_train_set):
-    _, model = _net(widths=[8, 16, 16], blocks_per_stage=1)
-    backbone = {k: v.clone() for k, v in model.stages.state_dict().items()}
-    heads = {k: v.clone() for k, v in model.heads.state_dict().items()}
-    train(model, small_train_set, TrainConfig(epochs=1, batch_size=128), freeze_backbone=True, progress=False)
-    for key, value in model.stages.state_dict().items():  # batch-norm statistics included
-        torch.testing.assert_close(value, backbone[key], msg=key)
-    assert any(not torch.equal(v, heads[k]) for k, v in model.heads.state_dict().items())
+def test_a_budget_in_steps_trains_a_small_dataset_for_many_epochs(small_train_set):
+    """200 images in batches of 64: 4 steps an epoch; 40 steps are 10 epochs of updates."""
+    images, labels = small_train_set.tensors
+    few = torch.utils.data.TensorDataset(images[:200], labels[:200])
+    _, model = _net("linear")
+    curve = train(model, few, TrainConfig(steps=40, **RECIPE), progress=False)
+    assert curve["step"].iloc[-1] == 40 and curve["epoch"].iloc[-1] == pytest.approx(10.0)
+
+
+def test_training_twice_from_the_seed_gives_the_same_bytes(small_train_set, tmp_path):
+    """Seeded before the network is built, two runs give bit-identical weights and files."""
+    paths = []
+    for run in range(2):
+        torch.manual_seed(1234 + run)  # whatever the global generator held before
+        seed_everything(0)
+        spec, model = _net(widths=[8, 8, 8], blocks_per_stage=1)
+        train(model, small_train_set, TrainConfig(steps=12, **RECIPE), progress=False)
+        paths.append(tmp_path / f"run{run}.pt")
+        save_network(model, spec, paths[-1])
+    first, second = (torch.load(p, weights_only=True)["state_dict"] for p in paths)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
 
 
 def test_exit_weights_must_match_the_exits(small_train_set):
     _, model = _net()
     with pytest.raises(ValueError, match="3 exits"):
-        train(model, small_train_set, TrainConfig(epochs=1, exit_weights=[1.0, 1.0]), progress=False)
+        train(model, small_train_set, TrainConfig(steps=1, **RECIPE, exit_weights=[1.0, 1.0]), progress=False)
 
 
 def test_saved_network_reloads_identically(tmp_path):
@@ -46,3 +64,9 @@ def test_saved_network_reloads_identically(tmp_path):
     x = torch.randn(4, 1, 28, 28)
     torch.testing.assert_close(model(x), again(x))
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_the_config_section_must_name_every_hyper_parameter():
+    with pytest.raises(ValueError, match="lacks"):
+        TrainConfig.from_config({"steps": 10})
+    assert TrainConfig.from_config({"steps": 10, **RECIPE}).exit_weights is None

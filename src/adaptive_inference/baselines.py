@@ -7,18 +7,18 @@
   fixed cascade cheapest -> ... -> costliest, on the combined graph the chain of every exit of
   every network. Every visited non-terminal node pays the decision cost. Threshold ``inf``
   never stops early.
-* **oracle**: each example takes the cheapest path of the graph (entry plus edges) to a node
-  whose answer is right (at top-1 or top-5, two oracles); when no node is right, it stops at the
-  root (the cheapest path). It pays every stage on its path but no decision cost: it is a bound
-  that no policy on the graph can beat at equal accuracy.
+* **oracle**: each example takes the cheapest path of the graph (a start anywhere plus edges)
+  to a node whose answer is right (at top-1 or top-5, two oracles); when no node is right, the
+  cheapest node alone. It pays every stage on its path but no decision cost: it is a bound that
+  no policy on the graph can beat at equal accuracy.
 * **single**: each node alone, at the cost of its network up to it plus its head (no other head,
   no decision): the single networks of network selection, the truncated network at each exit.
 * **cascade**: two-stage cascades "node ``a``, then the reference": ``a`` alone (plus a decision)
   answers when its maximum probability is >= the threshold, else the reference's answer is
-  computed (for an exit of the reference's own network, the rest of the network and its head;
-  for another network, the reference alone). Offered for every node before the reference that
-  is cheaper than it; the threshold is swept like uniform's. Together with uniform (the full
-  chain) these are the fixed cascades.
+  computed along the edge ``a -> reference``. Offered for every node with such an edge that is
+  cheaper than the reference; the threshold is swept like uniform's. Together with uniform (the
+  full chain) these are the fixed cascades, and all of them are routes of the graph: policies of
+  the learned class (:func:`~adaptive_inference.policies.threshold_policy`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.base import BaseEstimator
 
 from adaptive_inference.graph import LOSSES, STOP, Route, StageGraph, walk
 
@@ -45,48 +44,34 @@ def uniform_route(
     return walk(graph, rows, decide)
 
 
-class UniformPolicy(BaseEstimator):
-    """:func:`uniform_route` as an estimator (nothing to learn; ``fit`` records the graph)."""
-
-    def __init__(self, threshold: float = 0.5) -> None:
-        self.threshold = threshold
-
-    def fit(self, graph: StageGraph, examples=None) -> UniformPolicy:
-        self.graph_signature_ = graph.signature()
-        return self
-
-    def route(self, graph: StageGraph, examples=None) -> Route:
-        if graph.signature() != self.graph_signature_:
-            raise ValueError("the graph differs from the one the policy was fitted on")
-        return uniform_route(graph, self.threshold, examples)
-
-    def predict(self, graph: StageGraph, examples=None) -> np.ndarray:
-        return self.route(graph, examples).stop
-
-
 def default_thresholds(graph: StageGraph, rows: np.ndarray, count: int = 50) -> np.ndarray:
     """Thresholds spanning "always stop at the root" to "never stop early": quantiles of the
     maximum probability at the non-terminal nodes of the default chain on ``rows`` (the
-    training examples), plus ``inf``."""
+    training examples), each moved half a float32 step down, plus ``inf``."""
     chain = [n for n in graph.default_chain() if not graph.is_terminal(n)]
     if count < 2:
         raise ValueError("at least two thresholds are needed")
     pooled = graph.max_prob[np.ix_(chain, rows)].ravel()
     quantiles = np.quantile(pooled.astype(np.float64), np.linspace(0.0, 1.0, count - 1))
-    return np.append(np.unique(quantiles), np.inf)
+    # Half a float32 step below a float32 value: no (float32) probability equals a threshold,
+    # so ">= t" here and the linear rules' "> t" (policies.threshold_policy) agree.
+    near = quantiles.astype(np.float32)
+    thresholds = near.astype(np.float64) - np.spacing(near).astype(np.float64) / 2
+    return np.append(np.unique(thresholds), np.inf)
 
 
 def oracle_route(
     graph: StageGraph, examples: np.ndarray | Sequence[int] | None = None, *, loss: str = "top1"
 ) -> Route:
-    """The cheapest path to a right answer (``loss``: top1 or top5), else stop at the root."""
+    """The cheapest path to a right answer (``loss``: top1 or top5), else the cheapest node
+    alone; a path may start at any node (as a policy's may)."""
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     rows = graph.rows(examples)
     dist, prev = graph.shortest_path_ms()
     right = graph.correct(loss)[:, rows]
     cost = np.where(right, dist[:, None], np.inf)
-    stop = np.where(right.any(axis=0), cost.argmin(axis=0), 0)
+    stop = np.where(right.any(axis=0), cost.argmin(axis=0), int(np.argmin(dist)))
     on_path = np.zeros((graph.num_nodes, graph.num_nodes), dtype=bool)
     step_ms = np.zeros(graph.num_nodes)
     for node in range(graph.num_nodes):
@@ -96,19 +81,21 @@ def oracle_route(
             on_path[node, walker] = True
             walker = prev[walker]
     visited = on_path[stop]
+    paid = visited * step_ms
+    paid[np.arange(len(rows)), stop] += graph.answer_ms
     return Route(
         rows=rows,
         stop=stop.astype(np.int64),
         visited=visited,
         decided=np.zeros_like(visited),
-        paid_ms=visited * step_ms,
+        paid_ms=paid,
     )
 
 
 def single_route(
     graph: StageGraph, node: int, examples: np.ndarray | Sequence[int] | None = None
 ) -> Route:
-    """Every example answered by ``node`` alone, at ``alone_ms[node]``."""
+    """Every example answered by ``node`` alone, at ``alone_ms[node]`` (plus the answer)."""
     rows = graph.rows(examples)
     visited = np.zeros((rows.size, graph.num_nodes), dtype=bool)
     visited[:, node] = True
@@ -117,14 +104,18 @@ def single_route(
         stop=np.full(rows.size, node, dtype=np.int64),
         visited=visited,
         decided=np.zeros_like(visited),
-        paid_ms=visited * graph.alone_ms[node],
+        paid_ms=visited * (graph.alone_ms[node] + graph.answer_ms),
     )
 
 
 def cascade_firsts(graph: StageGraph) -> list[int]:
-    """The nodes a two-stage cascade may start from: before the reference and cheaper."""
+    """The nodes a two-stage cascade may start from: cheaper than the reference, with an edge
+    to it (so that the cascade is a route of the graph, and of the learned policies' class)."""
     ref = graph.reference
-    return [n for n in range(ref) if graph.alone_ms[n] < graph.alone_ms[ref]]
+    return [
+        n for n in range(ref)
+        if graph.alone_ms[n] < graph.alone_ms[ref] and ref in graph.successors[n]
+    ]
 
 
 def cascade_route(
@@ -132,14 +123,12 @@ def cascade_route(
     first: int,
     threshold: float,
     examples: np.ndarray | Sequence[int] | None = None,
-    *,
-    last: int | None = None,
 ) -> Route:
-    """``first`` answers when its max probability is >= ``threshold``, else ``last`` (default:
-    the reference) does, at ``transition_ms(first, last)`` more."""
-    last = graph.reference if last is None else last
-    if not first < last:
-        raise ValueError("a cascade's first node must come before its last")
+    """``first`` answers when its max probability is >= ``threshold``, else the reference does
+    (the edge ``first -> reference``); the decision at ``first`` is paid by every example."""
+    last = graph.reference
+    if last not in graph.successors[first]:
+        raise ValueError(f"{graph.names[first]} has no edge to the reference")
     rows = graph.rows(examples)
     stop_first = graph.max_prob[first, rows] >= threshold
     visited = np.zeros((rows.size, graph.num_nodes), dtype=bool)
@@ -148,13 +137,8 @@ def cascade_route(
     decided = np.zeros_like(visited)
     decided[:, first] = True
     paid = np.zeros(visited.shape)
-    decision = graph.decision_ms[first] if not graph.is_terminal(first) else graph.decision_ms.max()
-    paid[:, first] = graph.alone_ms[first] + decision
-    paid[:, last] = np.where(stop_first, 0.0, graph.transition_ms(first, last))
-    return Route(
-        rows=rows,
-        stop=np.where(stop_first, first, last).astype(np.int64),
-        visited=visited,
-        decided=decided,
-        paid_ms=paid,
-    )
+    paid[:, first] = graph.alone_ms[first] + graph.decision_ms[first]
+    paid[:, last] = np.where(stop_first, 0.0, graph.edge_ms[(first, last)])
+    stop = np.where(stop_first, first, last).astype(np.int64)
+    paid[np.arange(rows.size), stop] += graph.answer_ms
+    return Route(rows=rows, stop=stop, visited=visited, decided=decided, paid_ms=paid)

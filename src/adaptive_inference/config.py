@@ -1,9 +1,12 @@
 """The study's configuration: checks beyond the JSON schema, and per-rule sections.
 
 The workflow validates ``config.yaml`` against ``workflow/schemas/config.schema.yaml`` with
-Snakemake's ``validate`` (types, allowed values, unknown keys, defaults), then calls
-:func:`check_config` for what a schema cannot say (fractions that sum to 1, exit weights that match
-the exits). Both run before any job starts.
+Snakemake's ``validate`` (types, allowed values, unknown keys, and *every* default: the code
+reads the validated config and restates none), then calls :func:`check_config` for what a schema
+cannot say (fractions that sum to 1, exit weights that match the exits, image folders that
+exist, an early-exit scheme on a network with exits). Both run before any job starts, while
+Snakemake parses the workflow, so this module imports no torch (the paper setup's checks of
+torchvision's names import it, for those studies only).
 """
 
 from __future__ import annotations
@@ -11,11 +14,16 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from adaptive_inference.models import build_network
+from adaptive_inference.family import PRETRAINED, exit_count
+
+METHODS = ("learned", "myopic", "uniform", "cascade", "oracle", "single")
+"""The policies and baselines a study can compute (``policies.methods``; the schema's enums
+list the same, which a test checks)."""
 
 
 class ConfigError(ValueError):
@@ -24,47 +32,34 @@ class ConfigError(ValueError):
 
 def network_training(config: Mapping[str, Any], network: str) -> dict[str, Any]:
     """The training section of one network: the study's defaults updated by its own."""
-    merged = copy.deepcopy(dict(config.get("training", {})))
-    merged.update(config["networks"][network].get("training", {}))
+    merged = copy.deepcopy(dict(config["training"]))
+    merged.update(config["networks"][network]["training"])
     return merged
-
-
-def network_spec(config: Mapping[str, Any], network: str, *, num_classes: int, input_shape) -> dict:
-    """The arguments of :func:`~adaptive_inference.models.build_network` for one network."""
-    entry = config["networks"][network]
-    channels, height, _ = input_shape
-    return {
-        "arch": entry["arch"],
-        "num_classes": num_classes,
-        "in_channels": channels,
-        "image_size": height,
-        **entry.get("options", {}),
-    }
 
 
 def reference_network(config: Mapping[str, Any]) -> str:
     """The study's reference: ``policies.reference``, else the last network listed."""
-    return config.get("policies", {}).get("reference") or list(config["networks"])[-1]
+    return config["policies"]["reference"] or list(config["networks"])[-1]
 
 
 def runtime_schemes(config: Mapping[str, Any]) -> list[str]:
     """The schemes whose policies are run for real (``runtime.schemes``; null: every scheme)."""
-    schemes = config.get("runtime", {}).get("schemes")
-    return list(config.get("policies", {}).get("schemes", {}) if schemes is None else schemes)
+    schemes = config["runtime"]["schemes"]
+    return list(config["policies"]["schemes"] if schemes is None else schemes)
 
 
 def _check_runtime(config: Mapping[str, Any]) -> None:
     """The runtime measures fitted policies of known schemes, trained on its metric."""
-    runtime, policies = config.get("runtime", {}), config.get("policies", {})
-    unknown = [s for s in runtime_schemes(config) if s not in policies.get("schemes", {})]
+    runtime, policies = config["runtime"], config["policies"]
+    unknown = [s for s in runtime_schemes(config) if s not in policies["schemes"]]
     if unknown:
         raise ConfigError(
             f"runtime.schemes names {unknown}, which are not in `policies.schemes` "
-            f"({', '.join(policies.get('schemes', {})) or 'none'})."
+            f"({', '.join(policies['schemes']) or 'none'})."
         )
     for key, fitted in [("method", "methods"), ("metric", "losses")]:
-        value = runtime.get(key)
-        if value is not None and value not in policies.get(fitted, [value]):
+        value = runtime[key]
+        if value not in policies[fitted]:
             raise ConfigError(
                 f"runtime.{key} is {value!r}, but the policies are fitted for "
                 f"policies.{fitted} {policies[fitted]} only."
@@ -72,58 +67,94 @@ def _check_runtime(config: Mapping[str, Any]) -> None:
 
 
 def check_config(config: Mapping[str, Any]) -> None:
-    """Raise :class:`ConfigError` for values the schema lets through but the study cannot use."""
-    fractions = config.get("splits", {}).get("fractions", {})
+    """Raise :class:`ConfigError` for values the schema lets through but the study cannot use
+    (``config`` validated against the schema, its defaults set)."""
+    fractions = config["splits"]["fractions"]
     total = sum(float(v) for v in fractions.values())
-    if fractions and not math.isclose(total, 1.0, abs_tol=1e-9):
+    if not math.isclose(total, 1.0, abs_tol=1e-9):
         raise ConfigError(
             f"splits.fractions must sum to 1, got {total:g} ({fractions}); adjust "
-            "head_train, policy_train and test."
+            "head_train, policy_train, policy_validation and test."
         )
-    data = config["data"]
-    if data["dataset"] == "image_folder" and not data.get("image_folder", {}).get("eval"):
-        raise ConfigError("data.image_folder.eval must name the evaluation images' folder")
-    policies = config.get("policies", {})
-    reference = policies.get("reference")
+    _check_data(config["data"])
+    policies = config["policies"]
+    reference = policies["reference"]
     if reference is not None and reference not in config["networks"]:
         raise ConfigError(
             f"policies.reference is {reference!r}, not one of the networks "
             f"({', '.join(config['networks'])})."
         )
-    for scheme, entry in policies.get("schemes", {}).items():
+    for scheme, entry in policies["schemes"].items():
         unknown = [n for n in entry["networks"] if n not in config["networks"]]
         if unknown:
             raise ConfigError(
                 f"policies.schemes.{scheme}.networks names {unknown}, which are not in `networks` "
                 f"({', '.join(config['networks'])})."
             )
-        if entry["graph"] == "early_exit" and len(entry["networks"]) != 1:
-            raise ConfigError(f"policies.schemes.{scheme}: an early_exit graph takes one network.")
-    for key, schemes in _figure_schemes(config.get("figures", {})):
-        unknown = [s for s in schemes if s not in policies.get("schemes", {})]
+        if entry["graph"] == "early_exit":
+            if len(entry["networks"]) != 1:
+                raise ConfigError(f"policies.schemes.{scheme}: an early_exit graph takes one network.")
+            (network,) = entry["networks"]
+            net = config["networks"][network]
+            if exit_count(net["arch"], net["options"]) < 2:
+                raise ConfigError(
+                    f"policies.schemes.{scheme}: early exit needs a network with two exits or "
+                    f"more, but {network} ({net['arch']}) has one; name a network with exits "
+                    "(exit_resnet, or a torchvision network with options.exits) or remove the "
+                    "scheme."
+                )
+        elif len(entry["networks"]) < 2:
+            raise ConfigError(
+                f"policies.schemes.{scheme}: a {entry['graph']} graph needs two networks or more."
+            )
+    for key, schemes in _figure_schemes(config["figures"]):
+        unknown = [s for s in schemes if s not in policies["schemes"]]
         if unknown:
             raise ConfigError(
                 f"figures.{key} names {unknown}, which are not in `policies.schemes` "
-                f"({', '.join(policies.get('schemes', {})) or 'none'})."
+                f"({', '.join(policies['schemes']) or 'none'})."
             )
     _check_runtime(config)
     _check_pretrained(config)
-    for name in config["networks"]:
+    for name, net in config["networks"].items():
         weights = network_training(config, name).get("exit_weights")
-        if weights is None or config["networks"][name]["arch"] == "torchvision":
+        if weights is None or net["arch"] == PRETRAINED:
             continue
-        spec = network_spec(config, name, num_classes=10, input_shape=(1, 28, 28))
-        exits = build_network(**spec).num_exits
+        exits = exit_count(net["arch"], net["options"])
         if len(weights) != exits:
             raise ConfigError(
                 f"networks.{name}.training.exit_weights has {len(weights)} values but "
-                f"{spec['arch']} with these options has {exits} exits: give one weight per exit."
+                f"{net['arch']} with these options has {exits} exits: give one weight per exit."
+            )
+
+
+def _check_data(data: Mapping[str, Any]) -> None:
+    """The data a study reads exists where the config says (image folders: class folders)."""
+    if data["dataset"] != "image_folder":
+        return
+    folders = data["image_folder"]
+    if not folders["eval"]:
+        raise ConfigError("data.image_folder.eval must name the evaluation images' folder")
+    for which in ("train", "eval"):
+        folder = folders[which]
+        if folder is None:
+            continue
+        path = Path(folder)
+        if not path.is_dir():
+            raise ConfigError(
+                f"data.image_folder.{which}: {path} does not exist; point it at a folder with one "
+                "sub-folder of images per class."
+            )
+        if not any(p.is_dir() for p in path.iterdir()):
+            raise ConfigError(
+                f"data.image_folder.{which}: {path} holds no class folders; expected "
+                f"{path}/<class>/<image>."
             )
 
 
 def pretrained_networks(config: Mapping[str, Any]) -> list[str]:
     """The networks of the study that are torchvision's pre-trained classifiers."""
-    return [n for n, entry in config["networks"].items() if entry["arch"] == "torchvision"]
+    return [n for n, entry in config["networks"].items() if entry["arch"] == PRETRAINED]
 
 
 def _check_pretrained(config: Mapping[str, Any]) -> None:
@@ -132,11 +163,11 @@ def _check_pretrained(config: Mapping[str, Any]) -> None:
     data = config["data"]
     pretrained = pretrained_networks(config)
     imagenet = data["dataset"] == "imagenet"
-    if imagenet and not data.get("imagenet", {}).get("eval"):
+    if imagenet and not data["imagenet"]["eval"]:
         raise ConfigError("data.imagenet.eval must name the folder of ImageNet's validation images.")
     trained_here = [n for n in config["networks"] if n not in pretrained]
     for name in config["networks"]:
-        options = set(config["networks"][name].get("options", {}))
+        options = set(config["networks"][name]["options"])
         wrong = options & ({"widths", "blocks_per_stage"} if name in pretrained else {"model", "weights", "exits"})
         if wrong:
             kind = "a torchvision" if name in pretrained else f"a {config['networks'][name]['arch']}"
@@ -153,6 +184,7 @@ def _check_pretrained(config: Mapping[str, Any]) -> None:
         )
     if not pretrained:
         return
+    # torch and torchvision's models take seconds to import: only a paper-setup study pays it
     import torch
     from torchvision import models
 
@@ -164,7 +196,7 @@ def _check_pretrained(config: Mapping[str, Any]) -> None:
     )
 
     for name in pretrained:
-        options = config["networks"][name].get("options", {})
+        options = config["networks"][name]["options"]
         missing = [k for k in ("model", "weights") if not options.get(k)]
         if missing:
             raise ConfigError(
@@ -187,7 +219,7 @@ def _check_pretrained(config: Mapping[str, Any]) -> None:
                 f"networks.{name}.options.exits: {unknown} are not nodes of {options['model']} "
                 "(list them with torchvision.models.feature_extraction.get_graph_node_names)."
             )
-        if not data["imagenet"].get("train") and not config["splits"]["fractions"].get("head_train"):
+        if not data["imagenet"]["train"] and not config["splits"]["fractions"]["head_train"]:
             raise ConfigError(
                 f"networks.{name} has exits whose heads need training data: give "
                 "splits.fractions.head_train a share of the evaluation set, or set "
@@ -212,14 +244,11 @@ def _figure_schemes(figures: Mapping[str, Any]):
 def figure_options(config: Mapping[str, Any], section: str) -> dict[str, Any]:
     """The options of one notebook (``figures.<section>``) as its rule passes them: schemes left
     null resolved to the study's schemes, methods narrowed to those the policies computed."""
-    options = copy.deepcopy(dict(config.get("figures", {}).get(section, {})))
-    policies = config.get("policies", {})
-    schemes = policies.get("schemes", {})
+    options = copy.deepcopy(dict(config["figures"][section]))
+    policies = config["policies"]
+    schemes = policies["schemes"]
     if "methods" in options:
-        computed = policies.get(
-            "methods", ["learned", "myopic", "uniform", "cascade", "oracle", "single"]
-        )
-        options["methods"] = [m for m in options["methods"] if m in computed]
+        options["methods"] = [m for m in options["methods"] if m in policies["methods"]]
     if section == "early_exit" and options.get("scheme") is None:
         graphs = [name for name, entry in schemes.items() if entry["graph"] == "early_exit"]
         options["scheme"] = graphs[0] if graphs else None
@@ -238,14 +267,14 @@ def figure_options(config: Mapping[str, Any], section: str) -> dict[str, Any]:
 
 def figure_notebooks(config: Mapping[str, Any]) -> list[str]:
     """The notebooks this study renders, in reading order (those with something to draw)."""
-    has_oracle = "oracle" in config.get("policies", {}).get("methods", ["oracle"])
+    has_oracle = "oracle" in config["policies"]["methods"]
     wanted = {
         "1_networks": True,
         "2_early_exit": figure_options(config, "early_exit")["scheme"] is not None,
         "3_network_selection": bool(figure_options(config, "network_selection")["schemes"]),
         "4_exit_proportions": bool(figure_options(config, "exit_proportions")["schemes"]),
         "5_oracle": has_oracle and bool(figure_options(config, "oracle")["schemes"]),
-        "6_summary": bool(config.get("policies", {}).get("schemes")),
+        "6_summary": bool(config["policies"]["schemes"]),
         "7_runtime": bool(runtime_schemes(config)),
     }
     return [name for name, wanted_ in wanted.items() if wanted_]

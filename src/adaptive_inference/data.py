@@ -22,10 +22,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 from torchvision import datasets, transforms
 
+from adaptive_inference.errors import DatasetNotFoundError
+from adaptive_inference.imagenet import ImageTable
 from adaptive_inference.io import atomic_path
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -38,10 +41,6 @@ FASHION_MNIST_FILES = (
 # Mean and standard deviation of Fashion-MNIST's training pixels (in [0, 1]).
 FASHION_MNIST_MEAN = 0.2860
 FASHION_MNIST_STD = 0.3530
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """The data a study needs is not where the config says, with the fix in the message."""
 
 
 def prepare_fashion_mnist(root: Path | str, source: Path | str | None, download: bool) -> list[Path]:
@@ -163,10 +162,6 @@ def _load_full_split(
     if name == "fashion_mnist":
         return fashion_mnist(root, train=train)
     if name == "imagenet":
-        import pandas as pd
-
-        from adaptive_inference.imagenet import ImageTable
-
         which = "train" if train else "eval"
         path = imagenet_index_path(root, which)
         if not path.exists():

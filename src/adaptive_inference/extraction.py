@@ -17,45 +17,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data import Dataset, Subset, TensorDataset
 from tqdm.auto import tqdm
 
+from adaptive_inference.decision import confidence_features
+from adaptive_inference.device import make_loader, memory_format
 from adaptive_inference.io import read_json, write_json, write_npy, write_parquet
 from adaptive_inference.models import MultiExitNetwork
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is the GPU when there is one, else the CPU; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda is set in the config but no CUDA GPU is visible; use auto or cpu")
-    return torch.device(name)
-
-
-def make_loader(
-    dataset: Dataset, batch_size: int, *, device: torch.device, num_workers: int = 0
-) -> DataLoader:
-    """A sequential loader that keeps the device busy: worker processes, and pinned memory when
-    the target is a GPU. (In-memory datasets are sliced instead, see :func:`_batches`.)"""
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-        prefetch_factor=4 if num_workers > 0 else None,
-    )
-
-
-def confidence_features(probs: torch.Tensor, topk: int) -> dict[str, torch.Tensor]:
-    """Features of a batch of probability vectors (rows): sorted top-k, margin, entropy."""
-    k = min(topk, probs.shape[1])
-    top_p, top_i = probs.topk(k, dim=1)
-    entropy = -(probs * probs.clamp_min(1e-12).log()).sum(1)
-    margin = top_p[:, 0] - top_p[:, 1] if k > 1 else top_p[:, 0]
-    return {"top_p": top_p, "top_i": top_i, "max_prob": top_p[:, 0], "margin": margin, "entropy": entropy}
 
 
 @dataclass
@@ -192,7 +160,7 @@ def extract(
     device = torch.device(device)
     compute_dtype = getattr(torch, dtype)
     model = model.eval().to(device=device, dtype=compute_dtype)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    fmt = memory_format(channels_last)
     if channels_last:
         model = model.to(memory_format=fmt)
     n = len(dataset)

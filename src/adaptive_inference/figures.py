@@ -2,11 +2,11 @@
 notebooks in ``notebooks/`` share, so that each notebook stays a few short cells.
 
 The notebooks read ``results/`` and draw. Everything they show was computed by a rule; the only
-readings done here are the ones a plot needs: the upper envelope of a curve (the best speedup
-reached at each loss, :func:`pareto_front`), an operating point read off a curve at a loss
-level with the policies' own :func:`~adaptive_inference.sweep.speedup_at_loss`, and the
-accuracy of each exit on the test split (:func:`exit_accuracy`, a mean of the per-example
-correctness the extraction wrote).
+readings done here are the ones a plot needs: a curve's points in order of cost, operating
+points read off a curve at a loss budget with the study's own rule (chosen on validation,
+:func:`~adaptive_inference.readoff.choose`), and the accuracy of each exit on the test split
+(:func:`exit_accuracy`, a mean of the per-example correctness the extraction wrote). The
+optimistic test envelope (:func:`pareto_front`) is drawn only where it is labelled as such.
 
 Units everywhere: time in ms per example, accuracy and its loss in percentage points (pts),
 speedup as the reference's mean time over the system's (x).
@@ -33,7 +33,9 @@ from matplotlib.ticker import (
     NullLocator,
 )
 
-from adaptive_inference.sweep import speedup_at_loss
+from adaptive_inference.config import METHODS
+from adaptive_inference.readoff import choose
+from adaptive_inference.robustness import BASELINES
 
 DEFAULT_STYLE: dict[str, Any] = {
     "context": "notebook",  # seaborn context: paper, notebook, talk, poster
@@ -45,7 +47,6 @@ DEFAULT_STYLE: dict[str, Any] = {
 }
 FORMATS = ("png", "svg")
 INLINE_DPI = 100  # of the figures shown in the notebooks and their HTML pages
-METHODS = ("learned", "myopic", "uniform", "cascade", "oracle", "single")
 METHOD_LABELS = {
     "learned": "learned policy",
     "myopic": "myopic policy",
@@ -237,11 +238,8 @@ def select_curves(points: pd.DataFrame, metric: str, methods: Sequence[str]) -> 
 
 
 def pareto_front(points: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """The points no other point beats (less or equal loss and more speedup), by loss.
-
-    A curve's upper envelope: the best speedup reached at each loss, which is how the
-    headline speedups (:func:`~adaptive_inference.sweep.speedup_at_loss`) read a curve.
-    """
+    """The points no other point beats on test (less or equal loss and more speedup), by loss:
+    the optimistic test envelope (the test split both chooses and reports)."""
     loss = f"{metric}_loss"
     ordered = points.sort_values([loss, "speedup"], ascending=[True, False])
     best_before = ordered["speedup"].cummax().shift(fill_value=-np.inf)
@@ -249,19 +247,34 @@ def pareto_front(points: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def operating_points(
-    points: pd.DataFrame, loss_levels: Sequence[float], *, metric: str, methods: Sequence[str]
+    points: pd.DataFrame, loss_levels: Sequence[float], *, metric: str, methods: Sequence[str],
+    confidence: float,
 ) -> pd.DataFrame:
-    """The best point of each method at a loss of at most each level (``speedup_at_loss``),
-    learned and myopic policies as trained on ``metric``; NaN where no point is within a level."""
-    table = speedup_at_loss(points, list(loss_levels), metric=metric, methods=list(methods))
+    """Each method's point chosen on validation for each loss budget (the study's rule,
+    :func:`~adaptive_inference.readoff.choose`), learned and myopic policies as trained on
+    ``metric``; NaN where no point qualifies."""
+    table = choose(points, list(loss_levels), metric=metric, confidence=confidence,
+                   methods=list(methods))
+    trained = table["method"].isin(["learned", "myopic"])
+    return table[~trained | (table["train_loss"] == metric)].reset_index(drop=True)
+
+
+def chosen(headline: pd.DataFrame, metric: str, methods: Sequence[str] | None = None) -> pd.DataFrame:
+    """The rows of a headline table chosen on validation (not the test envelope) for
+    ``metric``, learned and myopic policies as trained on it."""
+    table = headline[(headline["choice"] == "validation") & (headline["metric"] == metric)]
+    if methods is not None:
+        table = table[table["method"].isin(methods)]
     trained = table["method"].isin(["learned", "myopic"])
     return table[~trained | (table["train_loss"] == metric)].reset_index(drop=True)
 
 
 def oracle_share(
-    points: pd.DataFrame, loss_levels: Sequence[float], *, metric: str, methods: Sequence[str]
+    points: pd.DataFrame, loss_levels: Sequence[float], *, metric: str, methods: Sequence[str],
+    confidence: float,
 ) -> pd.DataFrame:
-    """Each method's best speedup within each loss level as a share of the oracle's speedup.
+    """Each method's speedup at each loss budget (chosen on validation) as a share of the
+    oracle's speedup.
 
     The oracle (of ``metric``) answers every example it can right at the least cost, so its
     loss is zero or negative and its speedup bounds what a policy reaches without loss; a
@@ -271,7 +284,8 @@ def oracle_share(
     if oracle.empty:
         raise ValueError(f"no {metric} oracle among the points")
     others = [m for m in methods if m != "oracle"]
-    table = operating_points(points, loss_levels, metric=metric, methods=others)
+    table = operating_points(points, loss_levels, metric=metric, methods=others,
+                             confidence=confidence)
     table["oracle_speedup"] = float(oracle["speedup"].iloc[0])
     table["share"] = 100 * table["speedup"] / table["oracle_speedup"]
     return table
@@ -316,13 +330,15 @@ def format_speedup(speedup: float, lo: float | None = None, hi: float | None = N
     return text
 
 
-def headline_table(headline: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
+def headline_table(
+    headline: pd.DataFrame, methods: Sequence[str], choice: str = "validation"
+) -> pd.DataFrame:
     """The headline speedups (``speedup_at_loss.csv`` of every scheme) as one wide table.
 
     Rows: scheme x method (learned and myopic policies as trained on each column's loss);
-    columns: loss metric x loss level; cells: speedup with its bootstrap interval.
-    """
-    table = headline[headline["method"].isin(methods)].copy()
+    columns: loss metric x loss budget; cells: speedup with its bootstrap interval, of the
+    points chosen on validation (``choice``; or the optimistic "test envelope")."""
+    table = headline[headline["method"].isin(methods) & (headline["choice"] == choice)].copy()
     trained = table["method"].isin(["learned", "myopic"])
     table = table[~trained | (table["train_loss"] == table["metric"])]
     table["cell"] = [
@@ -357,29 +373,47 @@ def plot_speedup_vs_loss(
     methods: Sequence[str] = METHODS,
     bands: bool = True,
     max_loss: float | None = None,
+    headline: pd.DataFrame | None = None,
 ) -> list[str]:
     """Speedup (y) against accuracy loss (x, pts) of one scheme's methods on one panel.
 
-    Policies and threshold baselines are drawn as their upper envelope (:func:`pareto_front`),
-    with the bootstrap interval of the speedup as a band; the oracle is a star with both
-    intervals; single networks / exits are labelled markers. Returns notes on what falls beyond
-    ``max_loss`` (drawn off the panel).
+    Each policy and threshold baseline is drawn as the test measurement of every point of its
+    curve, in order of cost (no envelope: what each candidate gives on test), with the bootstrap
+    interval of the speedup as a band; with a ``headline`` table, the points chosen on
+    validation for its budgets are large markers with intervals that include the choice. The
+    oracle is a star with both intervals; single networks / exits are labelled markers.
+    Returns notes on what falls beyond ``max_loss`` (drawn off the panel).
     """
     colours = method_colours()
     loss = f"{metric}_loss"
     table = select_curves(points, metric, methods)
     notes = []
     for method in [m for m in methods if m in ("learned", "myopic", "uniform", "cascade")]:
-        front = pareto_front(table[table["method"] == method], metric)
+        curve = table[table["method"] == method]
+        if method == "cascade":  # several cascades: the best first node's envelope
+            curve = pareto_front(curve, metric)
+        curve = curve.sort_values("cost_ms", ascending=False)
         if max_loss is not None:
-            front = front[front[loss] <= max_loss]
-        if front.empty:
+            curve = curve[curve[loss] <= max_loss]
+        if curve.empty:
             continue
-        ax.plot(front[loss], front["speedup"], color=colours[method], ls=_LINESTYLES[method],
-                marker=_MARKERS[method], ms=3, lw=1.6, label=METHOD_LABELS[method])
+        ax.plot(curve[loss], curve["speedup"], color=colours[method], ls=_LINESTYLES[method],
+                marker=_MARKERS[method], ms=2.5, lw=1.3, label=METHOD_LABELS[method])
         if bands:
-            ax.fill_between(front[loss], front["speedup_lo"], front["speedup_hi"],
-                            color=colours[method], alpha=0.2, lw=0)
+            ax.fill_between(curve[loss], curve["speedup_lo"], curve["speedup_hi"],
+                            color=colours[method], alpha=0.15, lw=0)
+        if headline is not None:
+            picked = chosen(headline[headline["scheme"].isin(points["scheme"].unique())], metric,
+                            [method]).dropna(subset=["speedup"])
+            ax.errorbar(
+                picked[loss], picked["speedup"],
+                yerr=_errors(picked["speedup"], picked["speedup_lo"], picked["speedup_hi"]),
+                ls="none", marker=_MARKERS[method], ms=8, color=colours[method],
+                markeredgecolor="black", capsize=2, lw=1,
+            )
+    if headline is not None:
+        ax.plot([], [], ls="none", marker="o", ms=8, color="0.6", markeredgecolor="black",
+                label="chosen on validation, per budget")
     if "oracle" in methods:
         for _, row in table[table["method"] == "oracle"].iterrows():
             ax.errorbar(
@@ -537,11 +571,12 @@ def plot_kind_shares(ax: plt.Axes, shares: pd.DataFrame, kinds: Sequence[str]) -
 
 
 def plot_exit_gain(
-    ax: plt.Axes, points: pd.DataFrame, metric: str, loss_levels: Sequence[float]
+    ax: plt.Axes, points: pd.DataFrame, metric: str, headline: pd.DataFrame
 ) -> None:
     """The accuracy of each exit of an early-exit scheme alone (bars, %), the gain over the exit
     before it (``+x.x pts``), the time to reach it and its speedup (tick labels), and the learned
-    policy's speedup at each loss level (``@1 pt: 1.35x``, as in the paper's annotations)."""
+    policy's speedup at each loss budget, chosen on validation (``@1 pt: 1.35x``, as in the
+    paper's annotations)."""
     colours = method_colours()
     singles = points[points["method"] == "single"].sort_values("cost_ms")
     acc = singles[f"{metric}_acc"].to_numpy()
@@ -560,7 +595,7 @@ def plot_exit_gain(
     ax.set_ylim(low, top + 0.5 * (top - low))  # room above the bars for the labels and the box
     ax.set_yticks([t for t in ax.get_yticks() if low <= t <= min(top + 0.5 * (top - low), 100)])
     ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} accuracy of the exit alone (%)")
-    ops = operating_points(points, loss_levels, metric=metric, methods=["learned"])
+    ops = chosen(headline, metric, ["learned"])
     lines = [
         f"@{row.max_loss:g} pt{'s' if row.max_loss != 1 else ''}: {format_speedup(row.speedup)}"
         for row in ops.itertuples()
@@ -579,13 +614,13 @@ def plot_schemes(
     bands: bool = True,
     max_loss: float | None = None,
 ) -> None:
-    """The learned policy of each scheme (upper envelope, a colour each) and its oracle (star),
-    speedup against accuracy loss on one panel."""
+    """The learned policy of each scheme (its curve's points on test in order of cost, a colour
+    each) and its oracle (star), speedup against accuracy loss on one panel."""
     colours = series_colours(list(schemes))
     loss = f"{metric}_loss"
     for scheme in schemes:
         table = select_curves(points[points["scheme"] == scheme], metric, ["learned", "oracle"])
-        front = pareto_front(table[table["method"] == "learned"], metric)
+        front = table[table["method"] == "learned"].sort_values("cost_ms", ascending=False)
         if max_loss is not None:
             front = front[front[loss] <= max_loss]
         ax.plot(front[loss], front["speedup"], color=colours[scheme], marker="o", ms=3, lw=1.8,
@@ -612,13 +647,13 @@ def _speedup_vs_loss_axes(ax: plt.Axes, points: pd.DataFrame, metric: str, max_l
 
 def plot_oracle_share(
     ax: plt.Axes, points: pd.DataFrame, metric: str, methods: Sequence[str], max_loss: float,
-    *, steps: int = 61,
+    *, confidence: float, steps: int = 61,
 ) -> None:
-    """The share of the oracle's speedup (y, %) each method reaches at a loss of at most x pts
-    (a step per point of its curve)."""
+    """The share of the oracle's speedup (y, %) each method reaches at a loss budget of x pts
+    (its point chosen on validation; a step per point of its curve)."""
     colours = method_colours()
     grid = np.linspace(0.0, max_loss, steps)
-    share = oracle_share(points, grid, metric=metric, methods=methods)
+    share = oracle_share(points, grid, metric=metric, methods=methods, confidence=confidence)
     for method in [m for m in methods if m != "oracle"]:
         rows = share[share["method"] == method]
         if rows["share"].notna().any():
@@ -634,12 +669,10 @@ def plot_oracle_share(
 def plot_headline(
     ax: plt.Axes, headline: pd.DataFrame, metric: str, methods: Sequence[str]
 ) -> None:
-    """Grouped bars of the headline speedups at each loss level (x) per method (hue), one
-    scheme per panel, with their bootstrap intervals."""
+    """Grouped bars of the headline speedups (chosen on validation) at each loss budget (x) per
+    method (hue), one scheme per panel, with intervals that include the choice."""
     colours = method_colours()
-    table = headline[(headline["metric"] == metric) & headline["method"].isin(methods)]
-    trained = table["method"].isin(["learned", "myopic"])
-    table = table[~trained | (table["train_loss"] == metric)]
+    table = chosen(headline, metric, methods)
     levels = sorted(table["max_loss"].unique())
     shown = [m for m in methods if m in set(table["method"])]
     width = 0.8 / max(len(shown), 1)
@@ -672,19 +705,18 @@ TIME_PARTS = {
 
 def runtime_time_parts(speedups: pd.DataFrame) -> pd.DataFrame:
     """Where the time per example goes (ms) per scheme, mode and operating point: ``scheme``,
-    ``mode``, ``label``, ``kind`` (predicted, retimed, measured), ``part`` (:data:`TIME_PARTS`),
-    ``ms``. Predicted and re-timed: the stage costs along the simulated routes and the decisions
-    at their timed cost; measured: the runtime's instrumented pass."""
+    ``mode``, ``label``, ``kind`` (predicted, measured), ``part`` (:data:`TIME_PARTS`), ``ms``.
+    Predicted: the joint costs along the simulated routes (decisions at their timed cost);
+    measured: the runtime's instrumented pass."""
     rows = []
     for row in speedups.itertuples():
         keys = {"scheme": row.scheme, "mode": row.mode, "label": row.label}
         kinds = {
-            kind: {"compute": getattr(row, f"{kind}_ms") - getattr(row, f"{kind}_decision_ms"),
-                   "decision": getattr(row, f"{kind}_decision_ms"), "python": 0.0}
-            for kind in ("predicted", "retimed")
+            "predicted": {"compute": row.predicted_ms - row.predicted_decision_ms,
+                          "decision": row.predicted_decision_ms, "python": 0.0},
+            "measured": {"compute": row.runtime_compute_ms, "decision": row.runtime_decision_ms,
+                         "python": row.runtime_python_ms},
         }
-        kinds["measured"] = {"compute": row.runtime_compute_ms, "decision": row.runtime_decision_ms,
-                             "python": row.runtime_python_ms}
         for kind, parts in kinds.items():
             rows += [{**keys, "kind": kind, "part": part, "ms": ms} for part, ms in parts.items()]
     return pd.DataFrame(rows)
@@ -693,15 +725,12 @@ def runtime_time_parts(speedups: pd.DataFrame) -> pd.DataFrame:
 def plot_measured_vs_predicted(
     ax: plt.Axes, speedups: pd.DataFrame, tolerance: float, schemes: Sequence[str]
 ) -> None:
-    """Measured against predicted speedup, a colour per scheme, an operating point per marker
-    (labelled with its loss level): filled, predicted by the timing tables, with bars spanning
-    the speedups of the single passes; hollow, predicted by the costs re-timed in the job (a
-    thin line joins the two). The diagonal (measured = predicted) lies in a band of
-    ±``tolerance``."""
+    """Measured against predicted speedup of one mode, a colour per scheme, an operating point
+    per marker (labelled with its loss budget), bars spanning the speedups of the single
+    passes. The diagonal (measured = predicted) lies in a band of ±``tolerance``."""
     colours = series_colours(list(schemes))
     table = speedups[speedups["label"] != "reference"]
-    values = table[["predicted_speedup", "retimed_speedup", "measured_speedup_min",
-                    "measured_speedup_max"]].to_numpy()
+    values = table[["predicted_speedup", "measured_speedup_min", "measured_speedup_max"]].to_numpy()
     line = np.linspace(min(float(np.nanmin(values)) / 1.1, 1.0), float(np.nanmax(values)) * 1.1, 50)
     ax.fill_between(line, line * (1 - tolerance), line * (1 + tolerance), color="0.88", lw=0,
                     label=f"within ±{tolerance:.0%}")
@@ -712,8 +741,6 @@ def plot_measured_vs_predicted(
             continue
         colour = colours[scheme]
         for row in rows.itertuples():
-            ax.plot([row.predicted_speedup, row.retimed_speedup], [row.measured_speedup] * 2,
-                    color=colour, lw=0.8, alpha=0.6)
             ax.annotate(f"≤{row.max_loss:g}", (row.predicted_speedup, row.measured_speedup),
                         textcoords="offset points", xytext=(4, -11), fontsize="x-small",
                         color=colour)
@@ -723,16 +750,11 @@ def plot_measured_vs_predicted(
                          rows["measured_speedup_max"]),
             fmt="o", color=colour, capsize=2, label=scheme,
         )
-        ax.plot(rows["retimed_speedup"], rows["measured_speedup"], ls="none", marker="o",
-                markerfacecolor="white", color=colour)
-    ax.plot([], [], ls="none", marker="o", color="0.4", label="predicted by the timing tables")
-    ax.plot([], [], ls="none", marker="o", color="0.4", markerfacecolor="white",
-            label="predicted by costs re-timed in the job")
     ax.set_xlim(line[0], line[-1])
     ax.set_ylim(line[0], line[-1])
     speedup_axis(ax, "x", log=False)
     speedup_axis(ax, "y", log=False)
-    ax.set_xlabel("predicted speedup")
+    ax.set_xlabel("predicted speedup (joint costs)")
     ax.set_ylabel("measured speedup")
 
 
@@ -740,11 +762,11 @@ def plot_time_breakdown(
     ax: plt.Axes, parts: pd.DataFrame, measured_ms: Mapping[str, float]
 ) -> None:
     """Stacked horizontal bars of one scheme and mode: for each operating point, the time per
-    example predicted by the tables, by the re-timed costs, and measured (instrumented), split
-    into :data:`TIME_PARTS`; a black tick marks the mean latency of the timed passes
-    (``measured_ms`` by label)."""
+    example predicted by the joint costs and measured (instrumented), split into
+    :data:`TIME_PARTS`; a black tick marks the mean time of the timed passes (``measured_ms`` by
+    label)."""
     colours = dict(zip(TIME_PARTS, sns.color_palette(_style["palette"], 10)[5:8]))
-    kinds = {"predicted": "tables", "retimed": "re-timed", "measured": "measured"}
+    kinds = {"predicted": "predicted", "measured": "measured"}
     y, ticks = 0.0, []
     for label in dict.fromkeys(parts["label"]):
         for kind, text in kinds.items():
@@ -763,3 +785,94 @@ def plot_time_breakdown(
     ax.set_yticks([t for t, _ in ticks], [text for _, text in ticks], fontsize="small")
     ax.invert_yaxis()
     ax.set_xlabel("time per example (ms)")
+
+
+# --- robustness and the verdict ----------------------------------------------------------------
+
+
+def plot_robustness(ax: plt.Axes, differences: pd.DataFrame, metric: str) -> None:
+    """Learned minus each baseline (speedup, x) at each loss budget over the resplits: a box per
+    budget and baseline (y), one scheme per panel; right of zero, learned is ahead."""
+    colours = method_colours()
+    table = differences[differences["metric"] == metric]
+    columns = [f"minus_{m}" for m in BASELINES if f"minus_{m}" in table.columns]
+    long = table.melt(id_vars=["max_loss"], value_vars=columns, var_name="baseline",
+                      value_name="difference")
+    long["baseline"] = long["baseline"].str.removeprefix("minus_")
+    long["budget"] = [f"≤ {v:g} pts" for v in long["max_loss"]]
+    sns.boxplot(data=long, x="difference", y="budget", hue="baseline", ax=ax, orient="h",
+                palette={m: colours[m] for m in BASELINES}, fliersize=2, linewidth=0.8)
+    sns.stripplot(data=long, x="difference", y="budget", hue="baseline", ax=ax, orient="h",
+                  dodge=True, size=2.5, color="0.25", legend=False)
+    ax.axvline(0, color="0.3", lw=1)
+    ax.set_xlabel("learned minus baseline (speedup, ×)")
+    ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} loss budget")
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles, [METHOD_LABELS.get(label, label) for label in labels], fontsize="small")
+
+
+def robustness_table(differences: pd.DataFrame, resplit_rows: pd.DataFrame) -> pd.DataFrame:
+    """Per scheme, metric and budget over the resplits: the median of learned minus the best
+    baseline and minus each one, how often learned is strictly ahead of every baseline, and how
+    often its realised test loss stayed within the budget."""
+    columns = [c for c in differences.columns if c.startswith("minus_")]
+    grouped = differences.groupby(["scheme", "metric", "max_loss"], sort=False)
+    table = grouped[columns].median().add_prefix("median ")
+    table["learned ahead of all (%)"] = 100 * grouped["minus_best"].apply(lambda d: (d > 0).mean())
+    learned = resplit_rows[(resplit_rows["method"] == "learned")
+                           & (resplit_rows["train_loss"] == resplit_rows["metric"])]
+    within = learned.groupby(["scheme", "metric", "max_loss"], sort=False)["within_budget"].mean()
+    table["learned within budget (%)"] = 100 * within.reindex(table.index)
+    table["resplits"] = grouped.size()
+    return table
+
+
+PAPER_CLAIMS = (
+    ("network_selection", "top5", 1.0, 2.8,
+     "network selection: up to 2.8× at < 1% top-5 loss (ImageNet, AlexNet/GoogLeNet/ResNet50)"),
+    ("early_exit", "top5", 1.0, 1.25,
+     "early exit alone gives much less (roughly 20-30%, second-hand figure)"),
+)
+
+
+def verdict(
+    headline: pd.DataFrame, differences: pd.DataFrame | None, *, study: str, losses: Sequence[str],
+) -> list[str]:
+    """Markdown lines setting the paper's claims beside what this study measured (its points
+    chosen on validation, test speedups with intervals that include the choice) and the
+    learned-vs-baselines comparison over resplits, with an honest word on each."""
+    lines = []
+    for scheme, metric, level, claim, text in PAPER_CLAIMS:
+        use = metric if metric in losses else losses[0]
+        rows = chosen(headline[headline["scheme"] == scheme], use, ["learned"])
+        rows = rows[rows["max_loss"] == level]
+        if rows.empty:
+            continue
+        row = rows.iloc[0]
+        got = format_speedup(row["speedup"], row["speedup_lo"], row["speedup_hi"])
+        where = ("the same metric" if use == metric else
+                 f"{METRIC_LABELS[use]} instead (this study's top-5 is saturated or not fitted)")
+        if not np.isfinite(row["speedup"]):
+            word = "no point of this study qualifies at this budget"
+        elif row["speedup_lo"] >= claim:
+            word = "at or above the paper's figure"
+        elif row["speedup_hi"] < claim:
+            word = "below the paper's figure"
+        else:
+            word = "within the interval of the paper's figure"
+        lines.append(f"- **Paper:** {text}. **{study}:** {got} at ≤ {level:g} pt, "
+                     f"{where} — {word}.")
+    if differences is not None and len(differences):
+        for (scheme, metric), part in differences.groupby(["scheme", "metric"], sort=False):
+            medians = part.groupby("max_loss")["minus_best"].median()
+            cells = ", ".join(f"{d:+.2f}× at ≤ {lvl:g}" for lvl, d in medians.items())
+            ahead = (medians > 0).any()
+            behind = (medians < 0).any()
+            word = ("learned ahead of the best baseline" if ahead and not behind else
+                    "learned behind the best baseline at some budget" if behind else
+                    "learned ties the best baseline")
+            lines.append(f"- **Paper:** the learned policy beats the baselines. **{study}, "
+                         f"{scheme}, {METRIC_LABELS[metric]}** (median over "
+                         f"{part['resplit'].nunique()} resplits, learned minus best of myopic, "
+                         f"uniform, cascade): {cells} — {word}.")
+    return lines

@@ -32,15 +32,11 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from adaptive_inference.data import DatasetNotFoundError
+from adaptive_inference.errors import CorruptImageError, DatasetNotFoundError
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
 GROUND_TRUTH_FILE = "ILSVRC2012_validation_ground_truth.txt"
 INDEX_COLUMNS = ["example_id", "file", "wnid", "label"]
-
-
-class CorruptImageError(OSError):
-    """An image file that cannot be decoded, with its path and the fix."""
 
 
 def _images_in(folder: Path) -> list[Path]:

@@ -21,7 +21,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-ARCHITECTURES = ("linear", "small_cnn", "exit_resnet")  # the family trained here; also: torchvision
+from adaptive_inference.family import DEFAULT_OPTIONS
+
 
 
 class MultiExitNetwork(nn.Module):
@@ -99,7 +100,7 @@ def small_cnn(
     in_channels: int = 1,
     image_size: int = 28,
     num_classes: int = 10,
-    widths: Sequence[int] = (16, 32),
+    widths: Sequence[int] = DEFAULT_OPTIONS["small_cnn"]["widths"],
 ) -> MultiExitNetwork:
     """Conv-BN-ReLU-max-pool blocks, then a linear head on the flattened feature map."""
     layers: list[nn.Module] = []
@@ -115,8 +116,8 @@ def exit_resnet(
     *,
     in_channels: int = 1,
     num_classes: int = 10,
-    widths: Sequence[int] = (32, 64, 128),
-    blocks_per_stage: int = 2,
+    widths: Sequence[int] = DEFAULT_OPTIONS["exit_resnet"]["widths"],
+    blocks_per_stage: int = DEFAULT_OPTIONS["exit_resnet"]["blocks_per_stage"],
 ) -> MultiExitNetwork:
     """A BN CNN with a cheap stem and an exit (global pool + linear) after every stage.
 
@@ -142,23 +143,6 @@ def exit_resnet(
     return MultiExitNetwork(stages, heads, list(range(len(widths))), names)
 
 
-_BUILDERS = {"linear": linear, "small_cnn": small_cnn, "exit_resnet": exit_resnet}
-
-
-def build_network(arch: str, *, num_classes: int, in_channels: int, image_size: int, **options):
-    """Build a network by architecture name and its config options.
-
-    ``torchvision`` is a pre-trained classifier (:mod:`adaptive_inference.pretrained`, options
-    ``model``, ``weights``, ``exits``); its classes and input size come from its weights, and the
-    ``num_classes`` / ``in_channels`` / ``image_size`` recorded beside them are not used here.
-    """
-    if arch == "torchvision":
-        from adaptive_inference.pretrained import torchvision_network  # imports torchvision.models
-
-        return torchvision_network(**options)
-    if arch not in _BUILDERS:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
-    kwargs = dict(num_classes=num_classes, in_channels=in_channels, **options)
-    if arch in ("linear", "small_cnn"):
-        kwargs["image_size"] = image_size
-    return _BUILDERS[arch](**kwargs)
+BUILDERS = {"linear": linear, "small_cnn": small_cnn, "exit_resnet": exit_resnet}
+"""The family's builders by architecture name (their defaults: :data:`~adaptive_inference.family.
+DEFAULT_OPTIONS`)."""

@@ -49,12 +49,13 @@ NOTEBOOKS: dict[str, tuple[str, str]] = {
     ),
     "6_summary": (
         "Summary",
-        "The headline speedups of the study in one table, and its setup.",
+        "The headline speedups of the study (operating points chosen on validation, reported "
+        "on test), the paper's claims beside them, the comparison over resplits, the setup.",
     ),
     "7_runtime": (
         "The policies run for real",
         "Measured against predicted speedup of the adaptive runtime at each operating point, "
-        "at batch 1 and batched, and where the time goes.",
+        "at batch 1 and rebatched, and where the time goes.",
     ),
 }
 
@@ -67,7 +68,7 @@ def figure_names(name: str, options: Mapping[str, Any]) -> list[str]:
         "1_networks": ["accuracy_vs_cost", "layer_timing", "time_by_kind"],
         "2_early_exit": ["speedup_vs_loss", "exit_gain"],
         "5_oracle": ["oracle_share"],
-        "6_summary": ["headline"],
+        "6_summary": ["headline", "robustness"],
         "7_runtime": ["measured_vs_predicted", "time_breakdown"],
     }
     if name in fixed:

@@ -1,108 +1,66 @@
 """The paper's policy learner: a backward recursion of weighted binary classifications.
 
-Objective (STUDY.md, section 3): minimise ``mean(loss + lambda * time)`` over the training
-examples, ``loss`` the 0/1 loss of the answer given (top-1 or top-5), ``time`` in ms. Nodes are
-visited in reverse topological order (terminal nodes first). For each example ``x``:
+Objective (docs/method.md, "The objective"): minimise ``mean(loss + lambda * time)`` over the
+training examples, ``loss`` the 0/1 loss of the answer given (top-1 or top-5), ``time`` in ms.
+Nodes are visited in reverse topological order (terminal nodes first). For each example ``x``:
 
 * terminal node ``t``: ``C_t(x) = loss_t(x)``;
 * node ``n``: ``cost(stop) = loss_n(x)``; ``cost(go m) = lambda * edge_ms(n, m) + C_m(x)``,
   where ``C_m`` is the cost-to-go under the policy *already learned* downstream (global) or the
   successor's own loss ``loss_m(x)`` (``myopic=True``: the baseline that only looks one step
   ahead);
-* the node's policy is learned from these costs (below), and ``C_n(x) = lambda * d_n + cost of
-  the action the learned policy takes for x``, where ``d_n`` is the decision cost, paid when the
-  node's policy depends on the example (a constant policy computes nothing).
+* the node's rule is learned from these costs (below), and ``C_n(x) = lambda * d_n + cost of
+  the action the rule takes for x``, where ``d_n`` is the node's own decision cost, paid when
+  its rule depends on the example (a constant rule computes nothing).
+
+**Decision-cost-aware nodes.** Once a node's rule is fitted, its training objective (the
+actions' costs plus ``lambda * d_n`` per example) is compared with that of every constant
+action, exactly, and the cheapest is kept: a node never pays for a decision that does not earn
+its cost.
+
+**Where the route starts.** A route may start at any node (:meth:`~adaptive_inference.graph.
+GraphStructure.start_candidates`): the global policy starts where ``mean(C_s) + lambda *
+alone_ms[s]`` is least (a constant choice, the virtual start's), so a single network or a
+fixed cascade that skips the graph's first node is a route of the learned class. The myopic
+baseline starts at the root, as the paper's does.
 
 **The reduction to weighted binary problems** (a decision list). The actions of a node are
-ordered ``[stop, successor_1, ..., successor_s]`` (successors in the graph's order: next first).
-Step ``i`` is a binary problem "take action ``i``" vs "defer to a later action", where the cost of
-deferring is the cheapest of the later actions for that example: label = the cheaper side,
-weight = ``|cost(take) - cost(defer)|`` (the regret of the wrong choice). Step 0 is trained on all
-training examples; step ``i`` on the examples that the *learned* steps ``0..i-1`` deferred. The
-last action is taken by whatever every step deferred. With two actions this is the paper's
-stop-vs-go problem; with three (AlexNet: stop, GoogLeNet, ResNet50) it is STUDY.md's default:
-stop vs go on (go cost = the cheapest successor), then, among the examples sent on, which
-successor. Examples with zero weight (equal costs) carry no information and are dropped; the
-weights of the kept examples are rescaled to mean 1, so that ``C`` means the same at every
-lambda and node.
+ordered ``[stop, successor_1, ..., successor_s]``. Step ``i`` is a binary problem "take action
+``i``" vs "defer to a later action", where the cost of deferring is the cheapest of the later
+actions for that example: label = the cheaper side, weight = ``|cost(take) - cost(defer)|`` (the
+regret of the wrong choice). Step 0 is trained on all training examples; step ``i`` on the
+examples that the *learned* steps ``0..i-1`` deferred. Examples with zero weight carry no
+information and are dropped; the weights of the kept examples are rescaled to mean 1.
 
 **Classifier**: scikit-learn's :class:`~sklearn.linear_model.LogisticRegression` with
 ``sample_weight`` on features standardised by a :class:`~sklearn.preprocessing.StandardScaler`
-fitted once per node on all training examples. A step whose kept examples all share one label
-(or that has none) is a constant rule; so is a whole node whose fitted steps send every training
-example to the same action (it would pay the decision cost for nothing). Every step, learned or
-constant, is a linear rule on the standardised features: take the action when
-``((x - mean) / scale) @ coef + intercept > 0``; a
-constant step has ``coef = 0`` and ``intercept = +1`` (take) or ``-1`` (defer). So a runtime can
-apply a node's policy with a few tensor operations (:class:`NodeRule`).
+fitted once per node on the training examples. Every step, learned or constant, is a linear rule
+on the standardised features (:class:`~adaptive_inference.decision.NodeRule`), so a runtime
+applies a node's policy with a few tensor operations and a policy is saved as plain data
+(:meth:`TradeoffPolicy.to_dict`).
+
+**Threshold rules in the class.** :func:`threshold_policy` writes the uniform and cascade
+baselines as policies of the same class (a step "stop when the top-1 probability exceeds ``t``"
+is a linear rule on one standardised feature), so the sweep can hold the learned curve to them
+(:mod:`adaptive_inference.sweep`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from adaptive_inference.graph import STOP, LOSSES, Route, StageGraph, route_table, walk
+from adaptive_inference.decision import NodeRule
+from adaptive_inference.graph import LOSSES, STOP, Route, StageGraph, walk
 
 WEIGHT_TOLERANCE = 1e-12
 """Cost differences at or below this are ties (weight zero): such examples are dropped."""
-
-
-# -------------------------------------------------------------------------------------------
-# Learned rules
-# -------------------------------------------------------------------------------------------
-
-
-@dataclass
-class NodeRule:
-    """The learned decision at one node: a decision list of linear rules.
-
-    Attributes:
-        node: the node's index in the graph.
-        actions: ``(A,)`` the actions in order: ``STOP`` (-1) or a successor's node index.
-        feature_names: the names of the features the rule reads (``node:feature``).
-        mean, scale: ``(F,)`` the standardisation (``z = (x - mean) / scale``).
-        coef: ``(A - 1, F)`` the weights of each step on ``z``.
-        intercept: ``(A - 1,)`` the intercept of each step.
-        learned: ``(A - 1,)`` whether each step is a fitted classifier (else a constant).
-    """
-
-    node: int
-    actions: np.ndarray
-    feature_names: list[str]
-    mean: np.ndarray
-    scale: np.ndarray
-    coef: np.ndarray
-    intercept: np.ndarray
-    learned: np.ndarray
-
-    @property
-    def constant_action(self) -> int | None:
-        """The action taken for every example when the rule does not depend on the example."""
-        for step in range(len(self.intercept)):
-            if self.learned[step]:
-                return None
-            if self.intercept[step] > 0:
-                return int(self.actions[step])
-        return int(self.actions[-1])
-
-    def scores(self, features: np.ndarray) -> np.ndarray:
-        """``(examples, A - 1)`` the score of every step on raw features."""
-        z = (np.asarray(features, dtype=np.float64) - self.mean) / self.scale
-        return z @ self.coef.T + self.intercept
-
-    def decide(self, features: np.ndarray) -> np.ndarray:
-        """The action for each row of raw ``features``: the first step whose score is > 0."""
-        take = self.scores(features) > 0
-        first = np.where(take.any(axis=1), take.argmax(axis=1), len(self.actions) - 1)
-        return self.actions[first]
 
 
 @dataclass
@@ -156,6 +114,7 @@ def fit_node_rule(
     costs: np.ndarray,
     features: NodeFeatures,
     make_estimator: Callable[[int], LogisticRegression],
+    decision_cost: float = 0.0,
 ) -> tuple[NodeRule, np.ndarray, list[LogisticRegression | None]]:
     """Learn the decision list of one node from per-example action costs.
 
@@ -165,11 +124,13 @@ def fit_node_rule(
         costs: ``(A, examples)`` the cost of each action for each training example.
         features: the node's standardised training features.
         make_estimator: ``make_estimator(step)`` returns the LogisticRegression to fit.
+        decision_cost: what computing the decision costs per example, in the units of
+            ``costs`` (``lambda * decision_ms``): the fitted rule is kept only where its total
+            (actions plus decisions) is below every constant action's, which computes nothing.
 
     Returns:
         The rule, the index (into ``actions``) it chooses for each training example, and the
-        fitted estimator of each step (None for constant steps, and for every step when the
-        fitted steps choose one action for every example: then the rule is that constant).
+        fitted estimator of each step (all None when the rule is constant).
     """
     num_actions, n = costs.shape
     steps = num_actions - 1
@@ -193,15 +154,15 @@ def fit_node_rule(
         taken = z @ c + b > 0
         chosen[pending[taken]] = step
         pending = pending[~taken]
-    if learned.any() and n and (chosen == chosen[0]).all():
-        # fitted steps that send every training example to the same action: the constant rule
-        # takes the same actions on the training examples without computing a decision
-        coef[:] = 0.0
-        intercept[:] = -1.0
-        if chosen[0] < steps:
-            intercept[chosen[0]] = 1.0
-        learned[:] = False
-        estimators = [None] * steps
+    if learned.any():
+        fitted_total = costs[chosen, np.arange(n)].sum() + decision_cost * n
+        totals = costs.sum(axis=1)
+        best = int(np.argmin(totals))
+        if totals[best] <= fitted_total:  # a constant action is at least as good: no decision
+            rule = NodeRule.constant(
+                node, actions, int(actions[best]), features.names, features.mean, features.scale
+            )
+            return rule, np.full(n, best, dtype=np.int64), [None] * steps
     rule = NodeRule(
         node=node,
         actions=np.asarray(actions, dtype=np.int64),
@@ -228,23 +189,25 @@ class TradeoffPolicy(BaseEstimator):
         loss: the 0/1 loss the policy minimises: ``top1`` or ``top5``.
         C: inverse regularisation strength of the logistic regressions.
         myopic: compare each node with its successors' own losses instead of the learned
-            cost-to-go (the paper's myopic baseline).
+            cost-to-go (the paper's myopic baseline; it starts at the root).
         solver, max_iter, tol: passed to LogisticRegression (``newton-cholesky`` suits many
             examples and few features; a tight ``tol`` costs one Newton step more and makes a
             warm-started fit agree with a cold one to ~1e-6).
 
-    Attributes (after ``fit``):
-        rules_: one :class:`NodeRule` per node (None for terminal nodes).
-        estimators_: ``{(node, step): LogisticRegression}`` of every learned step.
+    Attributes (after ``fit``, or as built by :func:`threshold_policy` / :meth:`from_dict`):
+        rules_: one :class:`~adaptive_inference.decision.NodeRule` per node (None for terminal
+            nodes).
+        start_: the node every route starts at.
+        estimators_: ``{(node, step): LogisticRegression}`` of every learned step (not saved).
         graph_signature_: the structure of the graph the policy was fitted on.
-        train_objective_: ``mean(loss + lam * cost_ms)`` of the fitted policy on its training
-            examples (cost including the entry cost and decisions), evaluated by the same
-            backward pass with the fitted rules' choices (equal to simulating the policy).
-        train_loss_, train_cost_ms_: its mean 0/1 loss and mean cost (ms) on them.
-        recursion_objective_: the same objective as the recursion computed it (mean cost-to-go
-            at the root plus ``lam`` times the entry cost): equal to ``train_objective_`` for the
-            global policy; for the myopic one, what it believed.
-        train_size_: the number of training examples.
+        origin_: how the policy was made: ``recursion``, ``shifted`` (its learned rules'
+            intercepts moved, :meth:`shifted`), ``uniform``, ``cascade``, ``single`` or
+            ``reference`` (threshold and constant policies of the same class).
+        shift_: the intercept shift of a ``shifted`` policy (0 otherwise).
+        train_loss_, train_cost_ms_, train_objective_: its mean 0/1 loss, mean cost (ms) and
+            ``train_loss_ + lam * train_cost_ms_`` on its training examples.
+        recursion_objective_: the objective as the recursion computed it (equal to
+            ``train_objective_`` for the global policy; for the myopic one, what it believed).
     """
 
     def __init__(
@@ -286,7 +249,8 @@ class TradeoffPolicy(BaseEstimator):
         features: list[NodeFeatures | None] | None = None,
         init: TradeoffPolicy | None = None,
     ) -> TradeoffPolicy:
-        """Learn every node's rule on ``examples`` (ids or a boolean mask; None: all).
+        """Learn every node's rule and the start node on ``examples`` (ids or a boolean mask;
+        None: all).
 
         ``features`` may pass :func:`standardize` of the same graph and rows, computed once for
         many fits (a sweep over lambda). ``init``, a policy fitted on the same graph and
@@ -305,16 +269,14 @@ class TradeoffPolicy(BaseEstimator):
             raise ValueError("the standardised features do not match the training examples")
         loss = graph.loss(self.loss, rows)
         lam = float(self.lam)
-        index = np.arange(rows.size)
         cost_to_go = np.empty_like(loss)  # what the recursion minimises (myopic: its belief)
-        loss_to_go = np.empty_like(loss)  # the fitted policy's actual loss from each node
-        time_to_go = np.zeros_like(loss)  # and its actual time (ms) from each node on
         rules: list[NodeRule | None] = [None] * graph.num_nodes
         estimators: dict[tuple[int, int], LogisticRegression] = {}
+        index = np.arange(rows.size)
         for node in reversed(range(graph.num_nodes)):
             succ = graph.successors[node]
             if not succ:
-                cost_to_go[node] = loss_to_go[node] = loss[node]
+                cost_to_go[node] = loss[node]
                 continue
             ahead = loss if self.myopic else cost_to_go
             go = [lam * graph.edge_ms[(node, m)] + ahead[m] for m in succ]
@@ -322,27 +284,36 @@ class TradeoffPolicy(BaseEstimator):
             rule, chosen, fitted = fit_node_rule(
                 node, [STOP, *succ], costs, features[node],
                 lambda step, node=node: self._estimator(node, step, init),
+                decision_cost=lam * graph.decision_ms[node],
             )
             rules[node] = rule
             estimators.update({(node, s): e for s, e in enumerate(fitted) if e is not None})
             decides = rule.constant_action is None
-            decision_ms = graph.decision_ms[node] if decides else 0.0
-            cost_to_go[node] = costs[chosen, index] + lam * decision_ms
-            loss_to_go[node] = loss[node]
-            time_to_go[node] = decision_ms
-            for a, m in enumerate(succ, start=1):
-                sent = chosen == a
-                loss_to_go[node, sent] = loss_to_go[m, sent]
-                time_to_go[node, sent] += graph.edge_ms[(node, m)] + time_to_go[m, sent]
+            cost_to_go[node] = costs[chosen, index] + (lam * graph.decision_ms[node] if decides else 0.0)
+        if self.myopic:
+            start = 0
+        else:
+            candidates = graph.start_candidates()
+            totals = [cost_to_go[s].mean() + lam * graph.alone_ms[s] for s in candidates]
+            start = candidates[int(np.argmin(totals))]
         self.rules_ = rules
+        self.start_ = int(start)
         self.estimators_ = estimators
         self.graph_signature_ = graph.signature()
-        self.train_size_ = int(rows.size)
-        self.recursion_objective_ = float(cost_to_go[0].mean() + lam * graph.entry_ms)
-        self.train_loss_ = float(loss_to_go[0].mean())
-        self.train_cost_ms_ = float(time_to_go[0].mean() + graph.entry_ms)
-        self.train_objective_ = self.train_loss_ + lam * self.train_cost_ms_
+        self.origin_ = "recursion"
+        self.shift_ = 0.0
+        self.recursion_objective_ = float(
+            cost_to_go[start].mean() + lam * (graph.alone_ms[start] + graph.answer_ms)
+        )
+        self._score(graph, rows)
         return self
+
+    def _score(self, graph: StageGraph, rows: np.ndarray) -> None:
+        """Record the training loss, cost and objective of the policy as it is, by simulation."""
+        route = self.route_rows(graph, rows)
+        self.train_loss_ = float((~graph.correct(self.loss)[route.stop, rows]).mean())
+        self.train_cost_ms_ = float(route.cost_ms.mean())
+        self.train_objective_ = self.train_loss_ + float(self.lam) * self.train_cost_ms_
 
     def _check(self, graph: StageGraph) -> None:
         if not hasattr(self, "rules_"):
@@ -366,7 +337,9 @@ class TradeoffPolicy(BaseEstimator):
     def route_rows(self, graph: StageGraph, rows: np.ndarray) -> Route:
         """:meth:`route` for examples given by their positions in the graph's arrays."""
         self._check(graph)
-        return walk(graph, rows, lambda node, here: self.decide(graph, node, rows[here]))
+        return walk(
+            graph, rows, lambda node, here: self.decide(graph, node, rows[here]), start=self.start_
+        )
 
     def predict(
         self, graph: StageGraph, examples: np.ndarray | Sequence[int] | None = None
@@ -374,35 +347,140 @@ class TradeoffPolicy(BaseEstimator):
         """The node where each example stops (its index in the graph)."""
         return self.route(graph, examples).stop
 
+    # --- variants and data ------------------------------------------------------------------
 
-def fit_policy(
+    def shifted(self, graph: StageGraph, shift: float, rows: np.ndarray) -> TradeoffPolicy:
+        """A copy whose learned "stop" steps take ``shift`` more on their score (positive: stop
+        more often, cheaper and less accurate; negative: more conservative), scored on
+        ``rows`` (the training examples)."""
+        twin = self._copy()
+        for rule in twin.rules_:
+            if rule is not None and rule.learned[0]:
+                rule.intercept = rule.intercept.copy()
+                rule.intercept[0] += shift
+        twin.origin_, twin.shift_ = "shifted", float(shift)
+        twin._score(graph, rows)
+        return twin
+
+    def _copy(self) -> TradeoffPolicy:
+        twin = TradeoffPolicy(**self.get_params())
+        twin.rules_ = [None if r is None else NodeRule.from_dict(r.to_dict()) for r in self.rules_]
+        for name in ("start_", "graph_signature_", "origin_", "shift_", "recursion_objective_"):
+            setattr(twin, name, getattr(self, name, None))
+        twin.estimators_ = {}
+        return twin
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fitted policy as plain data (JSON): its parameters, start node, origin and each
+        node's rule (:meth:`NodeRule.to_dict`); the logistic regressions are not kept."""
+        if not hasattr(self, "rules_"):
+            raise RuntimeError("the policy is not fitted")
+        return {
+            "params": self.get_params(),
+            "start": self.start_,
+            "origin": self.origin_,
+            "shift": self.shift_,
+            "graph_signature": _jsonable(self.graph_signature_),
+            "rules": [None if r is None else r.to_dict() for r in self.rules_],
+            "train": {"loss": self.train_loss_, "cost_ms": self.train_cost_ms_,
+                      "objective": self.train_objective_},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TradeoffPolicy:
+        """A policy :meth:`to_dict` wrote, ready to route examples (nothing is executed: the
+        rules are numbers)."""
+        policy = cls(**data["params"])
+        policy.rules_ = [None if r is None else NodeRule.from_dict(r) for r in data["rules"]]
+        policy.start_ = int(data["start"])
+        policy.origin_ = str(data["origin"])
+        policy.shift_ = float(data["shift"])
+        policy.graph_signature_ = _signature(data["graph_signature"])
+        policy.estimators_ = {}
+        policy.train_loss_ = float(data["train"]["loss"])
+        policy.train_cost_ms_ = float(data["train"]["cost_ms"])
+        policy.train_objective_ = float(data["train"]["objective"])
+        return policy
+
+
+def _jsonable(value: Any) -> Any:
+    return [_jsonable(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def _signature(value: Any) -> Any:
+    return tuple(_signature(v) for v in value) if isinstance(value, list) else value
+
+
+# -------------------------------------------------------------------------------------------
+# Baselines as policies of the class
+# -------------------------------------------------------------------------------------------
+
+
+def threshold_policy(
     graph: StageGraph,
-    examples: np.ndarray | Sequence[int] | None,
-    lam: float,
-    **params: Any,
+    features: Sequence[NodeFeatures | None],
+    *,
+    start: int,
+    go: Mapping[int, int],
+    threshold: float,
+    rows: np.ndarray,
+    lam: float = 0.0,
+    loss: str = "top1",
+    origin: str,
 ) -> TradeoffPolicy:
-    """``TradeoffPolicy(lam=lam, **params).fit(graph, examples)``."""
-    return TradeoffPolicy(lam=lam, **params).fit(graph, examples)
+    """The policy that starts at ``start`` and, at each node of ``go`` (node -> the successor
+    it sends examples on to), stops when its maximum probability is above ``threshold``, else
+    goes on; nodes outside ``go`` stop. Scored on ``rows`` (training examples) at ``lam``.
+
+    A step "stop when ``top1_prob > t``" is the linear rule ``coef = scale`` on the node's own
+    standardised ``top1_prob`` and ``intercept = mean - t`` (score ``top1_prob - t``), so these
+    are policies of the learned class; with the thresholds of
+    :func:`~adaptive_inference.baselines.default_thresholds` (half a float32 step below a
+    representable value) ``> t`` and the baselines' ``>= t`` agree on every example.
+    """
+    policy = TradeoffPolicy(lam=lam, loss=loss)
+    rules: list[NodeRule | None] = []
+    for node in range(graph.num_nodes):
+        f = features[node]
+        if graph.is_terminal(node):
+            rules.append(None)
+            continue
+        actions = [STOP, *graph.successors[node]]
+        if node not in go:
+            rules.append(NodeRule.constant(node, actions, STOP, f.names, f.mean, f.scale))
+            continue
+        column = f.names.index(f"{graph.names[node]}:top1_prob")
+        steps = len(actions) - 1
+        coef = np.zeros((steps, len(f.names)))
+        intercept = np.full(steps, -1.0)
+        coef[0, column] = f.scale[column]
+        intercept[0] = f.mean[column] - threshold
+        onward = actions.index(go[node])
+        if onward < steps:  # (the last action is taken when every step defers)
+            intercept[onward] = 1.0
+        learned = np.zeros(steps, dtype=bool)
+        learned[0] = True
+        rules.append(NodeRule(
+            node=node, actions=np.asarray(actions, dtype=np.int64), feature_names=list(f.names),
+            mean=f.mean, scale=f.scale, coef=coef, intercept=intercept, learned=learned,
+        ))
+    policy.rules_ = rules
+    policy.start_ = int(start)
+    policy.estimators_ = {}
+    policy.graph_signature_ = graph.signature()
+    policy.origin_ = origin
+    policy.shift_ = 0.0
+    policy.recursion_objective_ = float("nan")
+    policy._score(graph, rows)
+    return policy
 
 
-# -------------------------------------------------------------------------------------------
-# Evaluation
-# -------------------------------------------------------------------------------------------
-
-
-def objective(graph: StageGraph, route: Route, lam: float, loss: str = "top1") -> float:
-    """``mean(loss + lam * cost_ms)`` of a route (cost: entry, stages and decisions)."""
-    wrong = ~graph.correct(loss)[route.stop, route.rows]
-    return float(np.mean(wrong + lam * route.cost_ms))
-
-
-def evaluate(
-    graph: StageGraph,
-    policy: TradeoffPolicy | Route,
-    examples: np.ndarray | Sequence[int] | None = None,
-) -> pd.DataFrame:
-    """Simulate a policy (or take a route) on ``examples``: one row per example with its stop
-    node, path, cost (ms: every stage on the path plus the policy's decisions), answer and
-    top-1 / top-5 correctness."""
-    route = policy if isinstance(policy, Route) else policy.route(graph, examples)
-    return route_table(graph, route)
+def constant_policy(
+    graph: StageGraph, features: Sequence[NodeFeatures | None], node: int, rows: np.ndarray, *,
+    lam: float = 0.0, loss: str = "top1", origin: str = "single",
+) -> TradeoffPolicy:
+    """The policy that answers every example with ``node`` alone (start there, stop)."""
+    return threshold_policy(
+        graph, features, start=node, go={}, threshold=np.inf, rows=rows, lam=lam, loss=loss,
+        origin=origin,
+    )

@@ -24,6 +24,7 @@ sees, even at a pre-activation exit point.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -33,12 +34,16 @@ from typing import Any
 import pandas as pd
 import torch
 from torch import fx, nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 from torchvision import models
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 from tqdm.auto import tqdm
 
+from adaptive_inference.data import load_split
+from adaptive_inference.device import make_loader
 from adaptive_inference.models import MultiExitNetwork
+from adaptive_inference.splits import ids_of
+from adaptive_inference.training import CURVE_POINTS
 
 
 class PretrainedConfigError(ValueError):
@@ -288,7 +293,7 @@ def train_exit_heads(
     features: Sequence[torch.Tensor],
     labels: torch.Tensor,
     *,
-    epochs: int,
+    steps: int,
     batch_size: int,
     max_lr: float,
     momentum: float,
@@ -300,9 +305,10 @@ def train_exit_heads(
 ) -> pd.DataFrame:
     """Train the linear layer of every intermediate exit head on its pooled features.
 
-    SGD with Nesterov momentum and a OneCycle schedule (the family's recipe), all heads at once on
-    the same batches; ``validation_size`` examples are held out for the curve (one row per epoch:
-    training loss and the held-out accuracy of each head).
+    SGD with Nesterov momentum and a OneCycle schedule over ``steps`` optimizer steps (the
+    family's recipe), all heads at once on the same batches; ``validation_size`` examples are
+    held out for the curve (:data:`~adaptive_inference.training.CURVE_POINTS` rows: training
+    loss and the held-out accuracy of each head).
     """
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -311,36 +317,47 @@ def train_exit_heads(
     val, train = order[:held], order[held:]
     linears = [model.heads[k][2].to(device) for k in range(len(features))]
     params = [p for linear in linears for p in linear.parameters()]
-    optimizer = torch.optim.SGD(params, lr=max_lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
-    steps = -(-len(train) // batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, epochs=epochs, steps_per_epoch=steps)
+    optimizer = torch.optim.SGD(
+        params, lr=max_lr, momentum=momentum, nesterov=True, weight_decay=weight_decay
+    )
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=steps)
     criterion = nn.CrossEntropyLoss()
     feats = [f.to(device) for f in features]
     y = labels.to(device)
-    rows = []
-    for epoch in range(1, epochs + 1):
-        start, total, seen = time.perf_counter(), 0.0, 0
-        batches = train[torch.randperm(len(train), generator=generator)].split(batch_size)
-        for batch in tqdm(batches, desc=f"heads epoch {epoch}/{epochs}", disable=not progress, mininterval=2.0):
-            loss = sum(criterion(linear(f[batch]), y[batch]) for linear, f in zip(linears, feats))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total += float(loss.detach()) * len(batch)
-            seen += len(batch)
-        row: dict[str, Any] = {"epoch": epoch, "train_loss": total / max(seen, 1), "seconds": time.perf_counter() - start}
-        with torch.inference_mode():
-            for name, linear, f in zip(model.exit_names, linears, feats):
-                accuracy = (linear(f[val]).argmax(1) == y[val]).float().mean() if held else torch.tensor(float("nan"))
-                row[f"val_accuracy_{name}"] = float(accuracy)
-        rows.append(row)
+    per_epoch = math.ceil(len(train) / batch_size)
+    checkpoints = {math.ceil(steps * (i + 1) / CURVE_POINTS) for i in range(CURVE_POINTS)}
+    rows, step, total, seen, start = [], 0, 0.0, 0, time.perf_counter()
+    with tqdm(total=steps, desc="exit heads", disable=not progress, mininterval=2.0) as bar:
+        while step < steps:
+            for batch in train[torch.randperm(len(train), generator=generator)].split(batch_size):
+                loss = sum(criterion(linear(f[batch]), y[batch]) for linear, f in zip(linears, feats))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                step += 1
+                total += float(loss.detach()) * len(batch)
+                seen += len(batch)
+                bar.update()
+                if step in checkpoints:
+                    row: dict[str, Any] = {
+                        "step": step, "epoch": step / per_epoch, "train_loss": total / seen,
+                        "seconds": time.perf_counter() - start,
+                    }
+                    with torch.inference_mode():
+                        for name, linear, f in zip(model.exit_names, linears, feats):
+                            right = linear(f[val]).argmax(1) == y[val]
+                            row[f"val_accuracy_{name}"] = float(right.float().mean()) if held else math.nan
+                    rows.append(row)
+                    total, seen, start = 0.0, 0, time.perf_counter()
+                if step == steps:
+                    break
     model.cpu()
     return pd.DataFrame(rows)
 
 
-def network_spec(options: Mapping[str, Any]) -> dict[str, Any]:
-    """What :func:`~adaptive_inference.training.load_network` rebuilds a pre-trained network from
+def pretrained_spec(options: Mapping[str, Any]) -> dict[str, Any]:
+    """What :func:`~adaptive_inference.networks.load_network` rebuilds a pre-trained network from
     (the classes and input size recorded for the timing and the tables)."""
     return {
         "arch": "torchvision",
@@ -354,11 +371,6 @@ def network_spec(options: Mapping[str, Any]) -> dict[str, Any]:
 def head_training_set(data_cfg: Mapping[str, Any], splits: pd.DataFrame, transform: Any) -> Dataset:
     """The images the exit heads learn from, read with the network's transforms: the configured
     ImageNet training subset, else the evaluation set's ``head_train`` split."""
-    from torch.utils.data import Subset
-
-    from adaptive_inference.data import load_split
-    from adaptive_inference.splits import ids_of
-
     if data_cfg.get("imagenet", {}).get("train"):
         return load_split(data_cfg, data_cfg["root"], train=True, transform=transform)
     ids = ids_of(splits, "head_train")
@@ -385,12 +397,10 @@ def build_and_train(
     Returns the network (on the CPU), its spec and the heads' training curve (empty without
     intermediate exits).
     """
-    from adaptive_inference.extraction import make_loader
-
     model = torchvision_network(model=options["model"], weights=options["weights"], exits=options.get("exits", []))
-    spec = network_spec(options)
+    spec = pretrained_spec(options)
     if model.num_exits == 1:
-        return model, spec, pd.DataFrame(columns=["epoch", "train_loss", "seconds"])
+        return model, spec, pd.DataFrame(columns=["step", "epoch", "train_loss", "seconds"])
     dataset = head_training_set(data_cfg, splits, transforms_of(options["model"], options["weights"]))
     batches = make_loader(dataset, loader["batch_size"], device=device, num_workers=loader["num_workers"])
     features, labels = pooled_features(model, batches, device=device, progress=progress)
@@ -398,7 +408,7 @@ def build_and_train(
         model,
         features,
         labels,
-        epochs=training["epochs"],
+        steps=training["steps"],
         batch_size=training["batch_size"],
         max_lr=training["max_lr"],
         momentum=training["momentum"],

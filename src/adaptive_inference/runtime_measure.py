@@ -1,35 +1,29 @@
 """Measured against predicted speedup: the runtime timed beside the reference network alone.
 
-For one scheme of a fitted study (:class:`~adaptive_inference.runtime.Study`) and a few operating
-points (a policy's best point within each loss level, :func:`~adaptive_inference.runtime.
-operating_points`), :func:`measure_scheme` runs every policy with
-:class:`~adaptive_inference.runtime.AdaptiveRuntime` and the reference network alone through the
-same engine, in one process, on one device and thread count, on the same test images:
+For one scheme of a fitted study (:class:`~adaptive_inference.study.Study`) and its operating
+points (chosen on validation, :func:`~adaptive_inference.readoff.operating_points`),
+:func:`measure_scheme` runs every policy with :class:`~adaptive_inference.runtime.
+AdaptiveRuntime`, and the reference network alone through the same engine, in one process, on
+one device and thread count, on the same test images:
 
 * **batch 1** (latency): the examples in blocks; in each block every system classifies every
   example, one call each, timed with :func:`time.perf_counter_ns`, the systems' order rotating
   from block to block; an example's latency is its median over the ``repeats`` passes, a
-  system's latency the mean over the examples (speedups compare means, as the sweep does);
-* **batched** (throughput): the test images ``batch_size`` at a time, every system on each batch
-  in rotating order; a batch's time is its median over the passes.
+  system's latency the mean over the examples;
+* **batched** (throughput): each system classifies the whole stream, rebatched
+  (:meth:`~adaptive_inference.runtime.AdaptiveRuntime.run_stream`), the systems' order rotating
+  from pass to pass; a system's time is its median over the passes.
 
-Python's garbage collector is off while timing.
+**Predicted** is the point's simulated route on the same examples priced by the joint timing
+job's costs (:mod:`adaptive_inference.cost_timing`): at batch 1 the latency costs, as the
+sweep prices them; batched, :func:`predicted_batched_ms` counts the calls each segment,
+decision and answer makes when rebatched (full batches, then one flush call per segment) and
+prices each at its own size. Both systems' predictions and measurements are ratios to the
+reference in the same job, so the comparison does not depend on the machine's drift.
 
-**Predicted** is the point's simulated route on the same examples priced by the study's timing
-tables (``latency`` costs for batch 1, ``throughput`` costs per example for batched, each with
-its decision cost): the sweep's numbers. CPU timings drift between jobs (STUDY.md), so each pass
-is followed by a **re-timing** of the scheme's networks and of the decision with the timing
-rules' own code and settings (``runtime.retiming``'s counts): the same routes priced by these costs,
-medians over the passes, predict the speedup *now*; the gap between the two predictions is the
-drift, the gap between the re-timed prediction and the measurement is the runtime's.
-
-**Where the time goes**: an instrumented pass of each system
-(:meth:`~adaptive_inference.runtime.AdaptiveRuntime.instrumented`) times every segment call
-(the stages and head an edge runs) and every decision (features, rule, reading the action
-back); the rest is the runtime's own Python (choosing the next segment, the final ``argmax``;
-in batched mode also splitting and gathering the batches). Per segment, the time in the
-runtime is set beside the edge's cost in the tables and re-timed: a stage run between other
-networks' stages and decisions may cost more than in the timing loop, which runs it alone.
+**Where the time goes**: an instrumented pass of each system times every segment call and every
+decision; the rest is the runtime's own Python. Per segment, the time in the runtime is set
+beside its cost in the joint table.
 
 The answers of both modes are compared with the simulated ones (stop node and class per
 example); where they differ, ``min_margin`` is the smallest distance of a decision score to its
@@ -40,10 +34,9 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -52,19 +45,18 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 from tqdm.auto import tqdm
 
-from adaptive_inference.decision import time_decision
-from adaptive_inference.graph import StageGraph
+from adaptive_inference.baselines import single_route
+from adaptive_inference.costs import ANSWER, Costs, Key
+from adaptive_inference.data import load_split
+from adaptive_inference.decision import NodeDecision
+from adaptive_inference.device import compute_options
+from adaptive_inference.graph import Route, StageGraph
 from adaptive_inference.models import MultiExitNetwork
 from adaptive_inference.policies import TradeoffPolicy
-from adaptive_inference.runtime import (
-    AdaptiveRuntime,
-    Study,
-    compute_options,
-    operating_points,
-    read_study,
-    slice_inputs,
-)
-from adaptive_inference.timing import profile_study_network
+from adaptive_inference.pretrained import transforms_of
+from adaptive_inference.readoff import operating_points
+from adaptive_inference.runtime import AdaptiveRuntime, Segment, slice_inputs
+from adaptive_inference.study import Study
 
 REFERENCE = "reference"
 MODES = {"batch1": "latency", "batched": "throughput"}
@@ -72,21 +64,31 @@ MODES = {"batch1": "latency", "batched": "throughput"}
 
 
 @dataclass(frozen=True)
-class Settings:
-    """How the measurement runs (the config's ``runtime`` section, resolved).
+class RuntimeSettings:
+    """How the measurement runs: the config's ``runtime`` section, its batch size resolved
+    (null: the throughput batch of ``timing``) and the operating points' confidence."""
 
-    ``retiming`` overrides the timing section's counts (``warmup``, ``iterations``,
-    ``throughput_iterations``) for the re-timing after each pass; ``decision_timing`` holds
-    the decision's (``warmup``, ``iterations``)."""
+    method: str
+    metric: str
+    loss_levels: tuple[float, ...]
+    confidence: float
+    max_examples: int | None
+    repeats: int
+    warmup: int
+    block_size: int
+    batch_size: int
 
-    repeats: int = 3
-    warmup: int = 20
-    block_size: int = 50
-    batch_size: int = 256
-    retiming: Mapping[str, int] = field(default_factory=dict)
-    decision_timing: Mapping[str, int] = field(
-        default_factory=lambda: {"warmup": 50, "iterations": 500}
-    )
+    @classmethod
+    def from_config(
+        cls, runtime: Mapping[str, Any], *, throughput_batch: int, confidence: float
+    ) -> RuntimeSettings:
+        return cls(
+            method=runtime["method"], metric=runtime["metric"],
+            loss_levels=tuple(runtime["loss_levels"]), confidence=float(confidence),
+            max_examples=runtime["max_examples"], repeats=int(runtime["repeats"]),
+            warmup=int(runtime["warmup"]), block_size=int(runtime["block_size"]),
+            batch_size=int(runtime["batch_size"] or throughput_batch),
+        )
 
 
 @dataclass
@@ -99,6 +101,62 @@ class Measurement:
     segments: pd.DataFrame
     examples: pd.DataFrame
     summary: dict[str, Any]
+
+
+# -------------------------------------------------------------------------------------------
+# Predictions
+# -------------------------------------------------------------------------------------------
+
+
+def route_of(graph: StageGraph, policy: TradeoffPolicy | None, rows: np.ndarray) -> Route:
+    """The simulated route of ``policy`` (None: the reference alone) on ``rows``."""
+    if policy is None:
+        return single_route(graph, graph.reference, graph.example_ids[rows])
+    return policy.route_rows(graph, rows)
+
+
+def segment_counts(graph: StageGraph, route: Route, start: int) -> dict[tuple[Key, int], int]:
+    """How many examples each segment of a route runs on, keyed ``(component, node)``: the
+    segment from the input into the start node and the segment of every edge taken (equal
+    computations into a node, such as jumps from two nodes, are one segment)."""
+    counts: dict[tuple[Key, int], int] = {}
+
+    def add(key: Key, node: int, count: int) -> None:
+        if count:
+            counts[(key, node)] = counts.get((key, node), 0) + count
+
+    visited = route.visited
+    add(graph.segment(None, start), start, int(visited[:, start].sum()))
+    for a in range(graph.num_nodes):
+        for b in graph.successors[a]:
+            taken = visited[:, a] & visited[:, b] & ~np.any(visited[:, a + 1:b], axis=1)
+            add(graph.segment(a, b), b, int(taken.sum()))
+    return counts
+
+
+def predicted_batched_ms(
+    graph: StageGraph, route: Route, start: int, costs: Costs, batch_size: int
+) -> float:
+    """The time (ms) of a route's examples run rebatched at ``batch_size``: a segment on ``c``
+    examples makes ``c // batch_size`` full calls and one call on the rest; after each call,
+    the node's decision (where its rule computes one) and the answer (where examples stop there)
+    run on that call's examples; each priced at its size (:meth:`~adaptive_inference.costs.
+    Costs.call_ms`)."""
+    deciding = route.decided.any(axis=0)
+    stopping = np.bincount(route.stop, minlength=graph.num_nodes) > 0
+    total = 0.0
+    for (key, node), count in segment_counts(graph, route, start).items():
+        full, rest = divmod(count, batch_size)
+        keys = [key]
+        if deciding[node]:
+            keys.append(graph.decision(node))
+        if stopping[node]:
+            keys.append(ANSWER)
+        for part in keys:
+            total += full * costs.call_ms(part, batch_size)
+            if rest:
+                total += costs.call_ms(part, rest)
+    return total
 
 
 # -------------------------------------------------------------------------------------------
@@ -127,12 +185,10 @@ def _rotations(names: Sequence[str], count: int) -> Iterator[list[str]]:
 
 def latency_pass(
     systems: Mapping[str, AdaptiveRuntime], xs: Sequence[Mapping[str, torch.Tensor]],
-    block_size: int,
-    progress: tqdm | None = None,
+    block_size: int, progress: tqdm | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """One batch-1 pass over examples ``xs`` (their :meth:`~adaptive_inference.runtime.
-    AdaptiveRuntime.inputs`): per-example latency (ns) and answers (stop node, class) of every
-    system, blocks of ``block_size`` examples, the systems' order rotating per block."""
+    """One batch-1 pass over examples ``xs``: per-example latency (ns) and answers (stop node,
+    class) of every system, in blocks of ``block_size`` examples, the order rotating per block."""
     n = len(xs)
     times = {name: np.empty(n, dtype=np.int64) for name in systems}
     stops = {name: np.empty(n, dtype=np.int64) for name in systems}
@@ -151,100 +207,99 @@ def latency_pass(
     return times, {name: (stops[name], classes[name]) for name in systems}
 
 
-def throughput_pass(
-    systems: Mapping[str, AdaptiveRuntime], batches: Sequence[Mapping[str, torch.Tensor]],
-    progress: tqdm | None = None,
-) -> tuple[dict[str, np.ndarray], dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """One batched pass: per-batch time (ns, answers read back to the host included) and the
-    answers of every system, the systems' order rotating per batch."""
-    times = {name: np.empty(len(batches), dtype=np.int64) for name in systems}
-    answers: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {name: [] for name in systems}
+def stream_pass(
+    systems: Mapping[str, AdaptiveRuntime], x: Mapping[str, torch.Tensor], batch_size: int,
+    order: Sequence[str],
+) -> tuple[dict[str, int], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Every system classifies the whole stream ``x`` rebatched, in ``order``: its time (ns,
+    the answers read back to the host included) and its answers."""
+    times, answers = {}, {}
     clock = time.perf_counter_ns
-    for index, order in enumerate(_rotations(list(systems), len(batches))):
-        for name in order:
-            begin = clock()
-            stop, cls = (t.cpu() for t in systems[name].run_batch(batches[index]))
-            times[name][index] = clock() - begin
-            answers[name].append((stop.numpy(), cls.numpy()))
-        if progress is not None:
-            progress.update(len(answers[name][-1][0]))
-    joined = {
-        name: (np.concatenate([s for s, _ in parts]), np.concatenate([c for _, c in parts]))
-        for name, parts in answers.items()
-    }
-    return times, joined
+    for name in order:
+        begin = clock()
+        stop, cls = (t.cpu() for t in systems[name].run_stream(x, batch_size))
+        times[name] = clock() - begin
+        answers[name] = (stop.numpy(), cls.numpy())
+    return times, answers
+
+
+class Stopwatch:
+    """Every timed call of an instrumented run: ``(kind, name, examples, ns)`` of each segment
+    call and each decision computed. On CUDA every timed call is bracketed by
+    synchronisations."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.records: list[tuple[str, str, int, int]] = []
+
+    def now(self) -> int:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter_ns()
+
+    def segment(self, segment: Segment) -> _TimedSegment:
+        return _TimedSegment(segment, self)
+
+    def decision(self, decision: NodeDecision, name: str) -> NodeDecision | _TimedDecision:
+        return _TimedDecision(decision, name, self) if decision.computes else decision
+
+    def calls(self) -> pd.DataFrame:
+        return pd.DataFrame(self.records, columns=["kind", "name", "examples", "ns"])
+
+
+class _TimedSegment:
+    """A segment that records each call's batch size and time in a :class:`Stopwatch`."""
+
+    __slots__ = ("segment", "clock", "from_input", "network", "node", "key", "name")
+
+    def __init__(self, segment: Segment, clock: Stopwatch) -> None:
+        self.segment, self.clock = segment, clock
+        self.from_input, self.network = segment.from_input, segment.network
+        self.node, self.key, self.name = segment.node, segment.key, segment.name
+
+    def __call__(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        start = self.clock.now()
+        out = self.segment(h)
+        self.clock.records.append(("segment", self.name, h.shape[0], self.clock.now() - start))
+        return out
+
+
+class _TimedDecision:
+    """A node decision that records each decision it computes in a :class:`Stopwatch`."""
+
+    def __init__(self, decision: NodeDecision, name: str, clock: Stopwatch) -> None:
+        self.decision, self.name, self.clock = decision, name, clock
+        self.actions, self.constant = decision.actions, decision.constant
+        self.computes = decision.computes
+
+    def _timed(self, method, logits, *args):
+        start = self.clock.now()
+        out = method(logits, *args)
+        self.clock.records.append(("decision", self.name, logits.shape[0], self.clock.now() - start))
+        return out
+
+    def one(self, logits, memo):
+        return self._timed(self.decision.one, logits, memo)
+
+    def many(self, logits, memo, rows):
+        return self._timed(self.decision.many, logits, memo, rows)
 
 
 def instrumented_pass(
-    system: AdaptiveRuntime, inputs: Sequence[Mapping[str, torch.Tensor]], *, batched: bool
+    system: AdaptiveRuntime, xs: Sequence[Mapping[str, torch.Tensor]] | None,
+    stream: Mapping[str, torch.Tensor] | None, batch_size: int,
 ) -> tuple[float, pd.DataFrame]:
-    """One instrumented pass over ``inputs`` (examples, or batches when ``batched``): its
-    total time (ns) and every timed call (:meth:`~adaptive_inference.runtime.Stopwatch.calls`)."""
-    twin, clock = system.instrumented()
+    """One instrumented pass, batch 1 over ``xs`` or rebatched over ``stream``: its total time
+    (ns) and every timed call (:meth:`Stopwatch.calls`)."""
+    clock = Stopwatch(system.device)
+    twin = system.wrapped(clock.segment, clock.decision)
     begin = time.perf_counter_ns()
-    for x in inputs:
-        if batched:
-            twin.run_batch(x)[0].cpu()
-        else:
+    if stream is not None:
+        twin.run_stream(stream, batch_size)[0].cpu()
+    else:
+        for x in xs:
             twin.run_one(x)
     return time.perf_counter_ns() - begin, clock.calls()
-
-
-# -------------------------------------------------------------------------------------------
-# Re-timing
-# -------------------------------------------------------------------------------------------
-
-
-def retime(
-    networks: Mapping[str, MultiExitNetwork],
-    input_shapes: Mapping[str, Sequence[int]],
-    num_classes: int,
-    *,
-    timing: Mapping[str, Any],
-    decision_timing: Mapping[str, int],
-    topk: int,
-    device: torch.device,
-    compute: Mapping[str, Any],
-) -> tuple[dict[str, pd.DataFrame], dict[str, dict[str, Any]]]:
-    """Exit costs of ``networks`` (on inputs of ``input_shapes``, ``(C, H, W)`` per network)
-    and the decision's cost, timed now by the timing rules' code
-    (:func:`~adaptive_inference.timing.profile_study_network`,
-    :func:`~adaptive_inference.decision.time_decision`) with the sections given."""
-    exits = {
-        name: profile_study_network(
-            model, input_shapes[name], timing, device=device, compute=compute
-        )["exits"]
-        for name, model in networks.items()
-    }
-    decision = {
-        setting: time_decision(
-            num_classes=num_classes, topk=topk, batch_size=batch_size, device=device,
-            warmup=decision_timing["warmup"], iterations=decision_timing["iterations"],
-        )
-        for setting, batch_size in timing["batch_sizes"].items()
-    }
-    return exits, decision
-
-
-def _median_costs(
-    runs: Sequence[tuple[dict[str, pd.DataFrame], dict[str, dict[str, Any]]]],
-) -> tuple[dict[str, pd.DataFrame], dict[str, dict[str, Any]]]:
-    """The median over re-timings of every stage, head and decision cost (the other fields,
-    such as spreads, are the first re-timing's)."""
-    exits = {}
-    for name, first in runs[0][0].items():
-        frames = [run[0][name] for run in runs]
-        exits[name] = first.assign(**{
-            column: np.median([f[column].to_numpy() for f in frames], axis=0)
-            for column in ("stage_ms", "head_ms", "cumulative_ms")
-        })
-    decision = {}
-    for setting, first in runs[0][1].items():
-        decision[setting] = dict(first, **{
-            key: float(np.median([run[1][setting][key] for run in runs]))
-            for key in ("median_ms", "per_example_ms")
-        })
-    return exits, decision
 
 
 # -------------------------------------------------------------------------------------------
@@ -252,248 +307,126 @@ def _median_costs(
 # -------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Passes:
-    """What the timed passes recorded: per pass, every system's times (ns, per example or per
-    batch) and answers, and the costs re-timed after it."""
-
-    latency: list[tuple[dict[str, np.ndarray], dict[str, tuple[np.ndarray, np.ndarray]]]]
-    throughput: list[tuple[dict[str, np.ndarray], dict[str, tuple[np.ndarray, np.ndarray]]]]
-    retimed: list[tuple[dict[str, pd.DataFrame], dict[str, dict[str, Any]]]]
-
-    def times(self, mode: str, name: str) -> list[np.ndarray]:
-        """System ``name``'s times in every pass of ``mode`` (batch1, batched)."""
-        return [times[name] for times, _ in (self.latency if mode == "batch1" else self.throughput)]
-
-    def answers(self, mode: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Every system's answers in the first pass of ``mode``."""
-        return (self.latency if mode == "batch1" else self.throughput)[0][1]
-
-
 def measure_scheme(
     study: Study,
     networks: Mapping[str, MultiExitNetwork],
-    images: torch.Tensor,
+    images: torch.Tensor | Mapping[str, torch.Tensor],
     example_ids: np.ndarray,
     *,
-    loss_levels: Sequence[float],
-    metric: str,
-    method: str,
+    settings: RuntimeSettings,
     setting: str,
-    settings: Settings,
-    timing: Mapping[str, Any],
-    device: torch.device | str = "cpu",
-    compute: Mapping[str, Any] | None = None,
+    device: torch.device | str,
+    compute: Mapping[str, Any],
     progress: bool = True,
 ) -> Measurement:
     """Measure the operating points of one scheme against its reference (module doc).
 
     Args:
-        study: the scheme's tables, costs, policies and points.
+        study: the scheme's tables, costs (both settings), policies and points.
         networks: the scheme's networks by name.
-        images: the images of ``example_ids``, in the same order: one tensor for every
-            network, or one per network (:meth:`~adaptive_inference.runtime.AdaptiveRuntime.
-            inputs`).
+        images: the images of ``example_ids``, in the same order: one tensor for every network,
+            or one per network (:meth:`~adaptive_inference.runtime.AdaptiveRuntime.inputs`).
         example_ids: test examples (ids of the graph).
-        loss_levels, metric, method: which points (:func:`~adaptive_inference.runtime.
-            operating_points`).
+        settings: which points, repeats, warm-up, block and batch sizes.
         setting: the timing setting the policies were trained against (their graph).
-        settings: repeats, warm-up, block size, batch size, re-timing counts.
-        timing: the study's timing section (threads, batch sizes: those of the tables).
-        compute: the config's ``compute`` section (dtype, memory format: as extraction and
-            timing ran the networks).
+        compute: the config's ``compute`` section (dtype, memory format).
     """
-    device, compute = torch.device(device), dict(compute or {})
+    device = torch.device(device)
     graph = study.graphs[setting]
-    chosen = operating_points(study.points, loss_levels, metric=metric, method=method)
+    chosen = operating_points(
+        study.points, settings.loss_levels, metric=settings.metric, method=settings.method,
+        confidence=settings.confidence,
+    )
     point_ids = [int(p) for p in chosen["point_id"].dropna().unique()]
-    systems = _systems(study, point_ids, networks, graph, device=device, **compute_options(compute))
+    options = dict(device=device, **compute_options(compute))
+    systems = {REFERENCE: AdaptiveRuntime.reference_alone(graph, networks, **options)}
+    for point_id in point_ids:
+        systems[str(point_id)] = AdaptiveRuntime(graph, study.policies[point_id], networks, **options)
     x = systems[REFERENCE].inputs(images)
     n = len(example_ids)
     xs = [slice_inputs(x, i, i + 1) for i in range(n)]
-    size = settings.batch_size
-    batches = [slice_inputs(x, i, i + size) for i in range(0, n, size)]
-    scheme_networks = systems[REFERENCE].networks
     with torch.inference_mode(), _no_gc():
-        reference = graph.networks[graph.reference]
-        num_classes = int(scheme_networks[reference](x[reference][:1])[-1].shape[1])
-
-        def costs_now():
-            return retime(
-                scheme_networks, {net: x[net].shape[1:] for net in scheme_networks}, num_classes,
-                timing={**timing, **settings.retiming}, decision_timing=settings.decision_timing,
-                topk=study.topk, device=device, compute=compute,
-            )
-
-        passes = _timed_passes(systems, xs, batches, settings, costs_now, progress)
+        for system in systems.values():
+            system.warm_up(xs[0])
+            latency_pass({"_": system}, xs[:settings.warmup], settings.block_size)
+            system.run_stream(slice_inputs(x, 0, settings.batch_size), settings.batch_size)
+        latency, streams = [], []
+        names = list(systems)
+        with tqdm(total=settings.repeats * n, desc="runtime", mininterval=5.0,
+                  disable=not progress) as bar:
+            for index, order in enumerate(_rotations(names, settings.repeats)):
+                latency.append(latency_pass(systems, xs, settings.block_size, bar))
+                streams.append(stream_pass(systems, x, settings.batch_size, order))
         instrumented = {
             name: {
-                "batch1": instrumented_pass(system, xs, batched=False),
-                "batched": instrumented_pass(system, batches, batched=True),
+                "batch1": instrumented_pass(system, xs, None, 1),
+                "batched": instrumented_pass(system, None, x, settings.batch_size),
             }
             for name, system in systems.items()
         }
-    exits_now, decision_now = _median_costs(passes.retimed)
-    costs = {
-        mode: {
-            "predicted": study.graphs[cost_setting],
-            "retimed": study.graph(cost_setting, exits=exits_now, decision=decision_now),
-        }
-        for mode, cost_setting in MODES.items()
-    }
-    speedups, segments, examples = _tables(
-        study, graph, chosen, systems, costs, passes, instrumented, example_ids, metric=metric,
-        batch_size=settings.batch_size,
-    )
-    summary = {
-        "scheme": study.name, "setting": setting, "metric": metric, "method": method,
-        "loss_levels": list(loss_levels), "examples": n, "settings": asdict(settings),
-        "device": str(device), "threads": torch.get_num_threads(), "compute": compute,
-        "point_ids": point_ids,
-        "retimed": {
-            "exits": {n: f[["setting", "exit_name", "stage_ms", "head_ms"]].to_dict("records")
-                      for n, f in exits_now.items()},
-            "decision": decision_now,
-        },
-    }
-    return Measurement(speedups, segments, examples, summary)
-
-
-def _timed_passes(
-    systems: Mapping[str, AdaptiveRuntime],
-    xs: Sequence[Mapping[str, torch.Tensor]],
-    batches: Sequence[Mapping[str, torch.Tensor]],
-    settings: Settings,
-    costs_now: Callable[[], tuple[dict[str, pd.DataFrame], dict[str, dict[str, Any]]]],
-    progress: bool,
-) -> _Passes:
-    """Warm every system up (each segment once, then a few examples and a batch), then
-    ``repeats`` times: a batch-1 pass, a batched pass and a re-timing (``costs_now()``)."""
-    for name, system in systems.items():
-        system.warm_up(xs[0])
-        latency_pass({name: system}, xs[:settings.warmup], settings.block_size)
-        throughput_pass({name: system}, batches[:1])
-    passes = _Passes([], [], [])
-    with tqdm(total=settings.repeats * 2 * len(xs), desc="runtime", mininterval=5.0,
-              disable=not progress) as bar:
-        for _ in range(settings.repeats):
-            passes.latency.append(latency_pass(systems, xs, settings.block_size, bar))
-            passes.throughput.append(throughput_pass(systems, batches, bar))
-            passes.retimed.append(costs_now())
-    return passes
-
-
-def _tables(
-    study: Study,
-    graph: StageGraph,
-    chosen: pd.DataFrame,
-    systems: Mapping[str, AdaptiveRuntime],
-    costs: Mapping[str, Mapping[str, StageGraph]],
-    passes: _Passes,
-    instrumented: Mapping[str, Mapping[str, tuple[float, pd.DataFrame]]],
-    example_ids: np.ndarray,
-    *,
-    metric: str,
-    batch_size: int,
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The ``speedups``, ``segments`` and ``examples`` tables (see :class:`Measurement`);
-    ``graph`` is the policies' (the answers and examples do not depend on its costs)."""
-    n = len(example_ids)
+    rows = graph.rows(example_ids)
     speedups, segments, examples = [], [], []
     for label, row in _labels(chosen):
         name = REFERENCE if row is None else str(int(row["point_id"]))
         policy = None if row is None else study.policies[int(row["point_id"])]
-        for mode in MODES:
+        start = graph.reference if policy is None else policy.start_
+        route = route_of(graph, policy, rows)
+        for mode, cost_setting in MODES.items():
+            priced = study.graphs[cost_setting]
+            priced_route = route_of(priced, policy, rows)
+            ref_route = route_of(priced, None, rows)
+            if mode == "batch1":
+                predicted = float(priced_route.cost_ms.mean())
+                predicted_ref = priced.reference_ms
+                measured = float(np.median([t[name] for t, _ in latency], axis=0).mean()) / 1e6
+                measured_ref = float(np.median([t[REFERENCE] for t, _ in latency], axis=0).mean()) / 1e6
+                per_pass = [t[REFERENCE].sum() / t[name].sum() for t, _ in latency]
+                answers = latency[0][1][name]
+            else:
+                costs = study.costs[cost_setting]
+                predicted = predicted_batched_ms(priced, priced_route, start, costs, settings.batch_size) / n
+                predicted_ref = predicted_batched_ms(priced, ref_route, graph.reference, costs, settings.batch_size) / n
+                measured = float(np.median([t[name] for t, _ in streams])) / 1e6 / n
+                measured_ref = float(np.median([t[REFERENCE] for t, _ in streams])) / 1e6 / n
+                per_pass = [t[REFERENCE] / t[name] for t, _ in streams]
+                answers = streams[0][1][name]
             total_ns, calls = instrumented[name][mode]
-            times = {system: passes.times(mode, system) for system in (REFERENCE, name)}
             speedups.append({
-                "scheme": study.name, "mode": mode, "label": label, **_point(row, metric),
-                "examples": n, "batch_size": 1 if mode == "batch1" else batch_size,
-                **_predicted(costs[mode], policy, example_ids),
-                **_measured(times, name, n),
+                "scheme": study.name, "mode": mode, "label": label, **_point(row, settings.metric),
+                "examples": n, "batch_size": 1 if mode == "batch1" else settings.batch_size,
+                "predicted_ms": predicted, "predicted_ref_ms": predicted_ref,
+                "measured_ms": measured, "measured_ref_ms": measured_ref,
+                "measured_speedup_min": float(min(per_pass)),
+                "measured_speedup_max": float(max(per_pass)),
+                "predicted_decision_ms": float((route.decided @ priced.decision_ms).mean()),
                 **_breakdown(total_ns, calls, n),
-                **_agreement(graph, policy, example_ids, passes.answers(mode)[name]),
+                **_agreement(graph, policy, route, answers),
             })
-            segments.append(_segments(systems[name], costs[mode], calls).assign(
+            segments.append(_segments(systems[name], priced, calls).assign(
                 scheme=study.name, mode=mode, label=label))
-        answers = {mode: passes.answers(mode) for mode in MODES}
-        examples.append(
-            _examples(graph, policy, example_ids, answers, name, passes.times("batch1", name))
-            .assign(scheme=study.name, label=label)
-        )
+        latency_ns = [t[name] for t, _ in latency]
+        examples.append(_examples(graph, route, latency, name, latency_ns, streams)
+                        .assign(scheme=study.name, label=label))
+    speedups = pd.DataFrame(speedups)
+    speedups["predicted_speedup"] = speedups["predicted_ref_ms"] / speedups["predicted_ms"]
+    speedups["measured_speedup"] = speedups["measured_ref_ms"] / speedups["measured_ms"]
+    speedups["ratio"] = speedups["measured_speedup"] / speedups["predicted_speedup"]
+    speedups["throughput"] = 1e3 / speedups["measured_ms"]
+    speedups["reference_throughput"] = 1e3 / speedups["measured_ref_ms"]
     keys = ["scheme", "mode", "label"]
     segments = pd.concat(segments, ignore_index=True)
     examples = pd.concat(examples, ignore_index=True)
-    return (
-        _ratios(pd.DataFrame(speedups)),
+    summary = {
+        "scheme": study.name, "setting": setting, "examples": n, "settings": asdict(settings),
+        "device": str(device), "threads": torch.get_num_threads(), "compute": dict(compute),
+        "point_ids": point_ids,
+    }
+    return Measurement(
+        speedups,
         segments[keys + [c for c in segments.columns if c not in keys]],
         examples[["scheme", "label"] + [c for c in examples.columns if c not in keys]],
+        summary,
     )
-
-
-def measure_configured(
-    scheme: str,
-    config: Mapping[str, Any],
-    *,
-    predictions: Mapping[str, Path | str],
-    exits: Mapping[str, Path | str],
-    models: Mapping[str, Path | str],
-    decision: Path | str,
-    policies: Path | str,
-    splits: Path | str,
-    device: torch.device | str = "cpu",
-    progress: bool = True,
-) -> Measurement:
-    """:func:`measure_scheme` as rule measure_runtime runs it, from the files the workflow wrote
-    and the rule's config: ``scheme`` (its entry), ``policies`` (setting, topk,
-    path_features), ``reference``, ``runtime`` (batch size resolved), ``timing``,
-    ``decision_timing``, ``data`` and ``compute``. The summary records that config, so that
-    the measurement can be made again elsewhere from the results alone
-    (``benchmarks/bench_runtime.py``, with :func:`~adaptive_inference.runtime.study_files`)."""
-    from adaptive_inference.splits import ids_of
-    from adaptive_inference.training import load_network
-
-    runtime, entry = config["runtime"], config["scheme"]
-    study = read_study(
-        scheme, entry, config["policies"], config["reference"], predictions=predictions,
-        exits=exits, decision=decision, policies=policies,
-    )
-    ids = ids_of(pd.read_parquet(splits), "test")[: runtime["max_examples"]]
-    loaded = {n: load_network(models[n], with_spec=True) for n in entry["networks"]}
-    result = measure_scheme(
-        study,
-        {n: model for n, (model, _) in loaded.items()},
-        network_images(config["data"], {n: spec for n, (_, spec) in loaded.items()}, ids),
-        ids,
-        loss_levels=runtime["loss_levels"],
-        metric=runtime["metric"],
-        method=runtime["method"],
-        setting=config["policies"]["setting"],
-        settings=Settings(
-            repeats=runtime["repeats"], warmup=runtime["warmup"], block_size=runtime["block_size"],
-            batch_size=runtime["batch_size"], retiming=runtime["retiming"],
-            decision_timing=config["decision_timing"],
-        ),
-        timing=config["timing"],
-        device=device,
-        compute=config["compute"],
-        progress=progress,
-    )
-    result.summary["config"] = dict(config)
-    return result
-
-
-def _systems(
-    study: Study, point_ids: Sequence[int], networks: Mapping[str, MultiExitNetwork],
-    graph: StageGraph, **options: Any,
-) -> dict[str, AdaptiveRuntime]:
-    """The reference alone and the runtime of every point, by name (``options``: device,
-    dtype, channels_last)."""
-    systems = {REFERENCE: AdaptiveRuntime.reference_alone(graph, networks, **options)}
-    for point_id in point_ids:
-        policy = study.policies[point_id]
-        systems[str(point_id)] = AdaptiveRuntime(graph, policy, networks, **options)
-    return systems
 
 
 def _labels(chosen: pd.DataFrame) -> list[tuple[str, pd.Series | None]]:
@@ -506,51 +439,12 @@ def _labels(chosen: pd.DataFrame) -> list[tuple[str, pd.Series | None]]:
 
 
 def _point(row: pd.Series | None, metric: str) -> dict[str, Any]:
-    """The operating point as the sweep read it (on the whole test split)."""
+    """The operating point as the sweep measured it on the test split."""
     if row is None:
         return {"max_loss": np.nan, "point_id": np.nan, "budget": np.nan, f"{metric}_loss": 0.0,
                 "sweep_speedup": 1.0}
     return {"max_loss": row["max_loss"], "point_id": int(row["point_id"]), "budget": row["budget"],
             f"{metric}_loss": row[f"{metric}_loss"], "sweep_speedup": row["speedup"]}
-
-
-def _route(
-    graph: StageGraph, policy: TradeoffPolicy | None, example_ids: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Simulated stop node, cost (ms) and cost of the decisions (ms) of every example (the
-    reference alone: its node, ``alone_ms``, none)."""
-    rows = graph.rows(example_ids)
-    if policy is None:
-        ref = graph.reference
-        return np.full(len(rows), ref), np.full(len(rows), graph.alone_ms[ref]), np.zeros(len(rows))
-    route = policy.route_rows(graph, rows)
-    return route.stop, route.cost_ms, route.decided @ graph.decision_ms
-
-
-def _predicted(
-    costs: Mapping[str, StageGraph], policy: TradeoffPolicy | None, example_ids: np.ndarray
-) -> dict[str, float]:
-    """Mean cost per example and of the decisions, and of the reference alone, with the
-    tables' costs (``predicted_``) and the re-timed ones (``retimed_``)."""
-    out = {}
-    for kind, graph in costs.items():
-        _, cost, decisions = _route(graph, policy, example_ids)
-        out[f"{kind}_ms"] = float(cost.mean())
-        out[f"{kind}_decision_ms"] = float(decisions.mean())
-        out[f"{kind}_ref_ms"] = float(graph.alone_ms[graph.reference])
-    return out
-
-
-def _measured(times: Mapping[str, list[np.ndarray]], name: str, n: int) -> dict[str, float]:
-    """Mean time per example (ms) of the system and of the reference, from their per-example
-    (per-batch) times' medians over the passes, and the speedup of each single pass."""
-    per_pass = [ref.sum() / own.sum() for ref, own in zip(times[REFERENCE], times[name])]
-    return {
-        "measured_ms": float(np.median(times[name], axis=0).sum()) / n / 1e6,
-        "measured_ref_ms": float(np.median(times[REFERENCE], axis=0).sum()) / n / 1e6,
-        "measured_speedup_min": float(min(per_pass)),
-        "measured_speedup_max": float(max(per_pass)),
-    }
 
 
 def _breakdown(total_ns: float, calls: pd.DataFrame, n: int) -> dict[str, float]:
@@ -569,67 +463,46 @@ def _breakdown(total_ns: float, calls: pd.DataFrame, n: int) -> dict[str, float]
     }
 
 
-def _ratios(table: pd.DataFrame) -> pd.DataFrame:
-    """Speedups (reference time over the point's) and measured over predicted."""
-    for kind in ("predicted", "retimed"):
-        table[f"{kind}_speedup"] = table[f"{kind}_ref_ms"] / table[f"{kind}_ms"]
-    table["measured_speedup"] = table["measured_ref_ms"] / table["measured_ms"]
-    table["ratio"] = table["measured_speedup"] / table["predicted_speedup"]
-    table["retimed_ratio"] = table["measured_speedup"] / table["retimed_speedup"]
-    return table
-
-
-def _segments(
-    system: AdaptiveRuntime, costs: Mapping[str, StageGraph], calls: pd.DataFrame
-) -> pd.DataFrame:
+def _segments(system: AdaptiveRuntime, graph: StageGraph, calls: pd.DataFrame) -> pd.DataFrame:
     """Per segment and decision node of an instrumented pass: calls, examples and time per
-    example in the runtime (``measured_ms``) beside its cost per example in the tables
-    (``predicted_ms``) and re-timed (``retimed_ms``)."""
-    cost: dict[tuple[str, str, str], float] = {}
-    for kind, graph in costs.items():
-        for source, node, segment in system.segments():
-            edge = graph.alone_ms[node] if source is None else graph.edge_ms[(source, node)]
-            cost[("segment", segment.name, kind)] = float(edge)
-        for node, name in enumerate(graph.names):
-            cost[("decision", name, kind)] = float(graph.decision_ms[node])
+    example in the runtime (``measured_ms``) beside its cost per example in the joint table at
+    the mode's setting (``predicted_ms``)."""
+    cost = {("segment", s.name): graph.costs.per_example(s.key) for _, _, s in system.segments()}
+    cost.update({("decision", name): float(graph.decision_ms[node])
+                 for node, name in enumerate(graph.names)})
     table = calls.groupby(["kind", "name"], sort=False).agg(
         calls=("ns", "size"), examples=("examples", "sum"), ns=("ns", "sum")
     ).reset_index()
     table["measured_ms"] = table["ns"] / table["examples"] / 1e6
-    for kind in costs:
-        keys = zip(table["kind"], table["name"])
-        table[f"{kind}_ms"] = [cost[(k, name, kind)] for k, name in keys]
+    table["predicted_ms"] = [cost[(k, name)] for k, name in zip(table["kind"], table["name"])]
     return table.drop(columns="ns")
 
 
 def _examples(
-    graph: StageGraph, policy: TradeoffPolicy | None, example_ids: np.ndarray,
-    answers: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]], name: str,
-    latency: list[np.ndarray],
+    graph: StageGraph, route: Route, latency, name: str, latency_ns, streams,
 ) -> pd.DataFrame:
     """One row per example: the simulated answer, each mode's, the predicted latency and the
     measured one (median over the passes, ms)."""
-    stop, cost, _ = _route(graph, policy, example_ids)
     names = np.asarray(graph.names, dtype=object)
-    table = {"example_id": example_ids, "simulated_stop": names[stop],
-             "simulated_class": graph.predictions[stop, graph.rows(example_ids)]}
-    for mode, by_system in answers.items():
-        table[f"{mode}_stop"] = names[by_system[name][0]]
-        table[f"{mode}_class"] = by_system[name][1]
-    table["predicted_ms"] = cost
-    table["measured_ms"] = np.median(latency, axis=0) / 1e6
+    table = {"example_id": graph.example_ids[route.rows],
+             "simulated_stop": names[route.stop],
+             "simulated_class": graph.predictions[route.stop, route.rows]}
+    for mode, answers in (("batch1", latency[0][1][name]), ("batched", streams[0][1][name])):
+        table[f"{mode}_stop"] = names[answers[0]]
+        table[f"{mode}_class"] = answers[1]
+    table["predicted_ms"] = route.cost_ms
+    table["measured_ms"] = np.median(latency_ns, axis=0) / 1e6
     return pd.DataFrame(table)
 
 
 def _agreement(
-    graph: StageGraph, policy: TradeoffPolicy | None, example_ids: np.ndarray,
+    graph: StageGraph, policy: TradeoffPolicy | None, route: Route,
     answers: tuple[np.ndarray, np.ndarray],
 ) -> dict[str, Any]:
     """How many examples got the simulated answer (stop node and class), and for those that
     did not, their ids and the nearest decision boundary on their simulated paths."""
-    stop, _, _ = _route(graph, policy, example_ids)
-    rows = graph.rows(example_ids)
-    same = (answers[0] == stop) & (answers[1] == graph.predictions[stop, rows])
+    rows = route.rows
+    same = (answers[0] == route.stop) & (answers[1] == graph.predictions[route.stop, rows])
     differ = rows[~same]
     return {
         "same_answer": int(same.sum()),
@@ -653,21 +526,22 @@ def min_margin(graph: StageGraph, policy: TradeoffPolicy, rows: np.ndarray) -> f
     return float(min(margins)) if margins else np.nan
 
 
+# -------------------------------------------------------------------------------------------
+# Images
+# -------------------------------------------------------------------------------------------
+
+
 def network_images(
     data: Mapping[str, Any], specs: Mapping[str, Mapping[str, Any]], ids: Sequence[int]
 ) -> dict[str, torch.Tensor]:
     """The images of examples ``ids`` of the evaluation set as each network takes them, by
     network: a pre-trained network through its weights' transforms (as extraction reads them),
     the others as the dataset gives them; read once per distinct preprocessing."""
-    from adaptive_inference.data import load_split
-
     read: dict[str, torch.Tensor] = {}
     images = {}
     for name, spec in specs.items():
         transform = None
         if spec["arch"] == "torchvision":
-            from adaptive_inference.pretrained import transforms_of
-
             transform = transforms_of(spec["model"], spec["weights"])
         key = repr(transform)
         if key not in read:
@@ -683,3 +557,5 @@ def dataset_images(dataset: Dataset, ids: Sequence[int]) -> torch.Tensor:
     if isinstance(dataset, TensorDataset):
         return dataset.tensors[0][torch.tensor(np.asarray(ids), dtype=torch.long)]
     return torch.stack([dataset[int(i)][0] for i in ids])
+
+

@@ -5,6 +5,8 @@ The evaluation set (Fashion-MNIST's test set, ImageNet's validation set) is divi
 * ``head_train``: examples on which exit heads of pre-trained networks are trained (0 by default:
   the default family trains its heads with the network, on the training set);
 * ``policy_train``: examples on which the policies are learned;
+* ``policy_validation``: examples on which the operating points are chosen (never the test
+  split's);
 * ``test``: examples on which every reported number is measured.
 """
 
@@ -16,7 +18,9 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-SPLITS = ("head_train", "policy_train", "test")
+SPLITS = ("head_train", "policy_train", "policy_validation", "test")
+POLICY_SPLITS = SPLITS[1:]
+"""The splits a resplit shuffles (head_train stays: exit heads were trained on it)."""
 
 
 def make_splits(labels: np.ndarray, fractions: Mapping[str, float], seed: int) -> pd.DataFrame:
@@ -37,8 +41,8 @@ def make_splits(labels: np.ndarray, fractions: Mapping[str, float], seed: int) -
     shares = {name: float(fractions.get(name, 0.0)) for name in SPLITS}
     if any(v < 0 for v in shares.values()) or not np.isclose(sum(shares.values()), 1.0):
         raise ValueError(f"split fractions must be >= 0 and sum to 1, got {shares}")
-    if shares["test"] <= 0 or shares["policy_train"] <= 0:
-        raise ValueError("the policy_train and test splits must both be non-empty")
+    if min(shares[name] for name in POLICY_SPLITS) <= 0:
+        raise ValueError("the policy_train, policy_validation and test splits must be non-empty")
 
     ids = np.arange(len(labels))
     assignment = np.empty(len(labels), dtype=object)
@@ -70,3 +74,15 @@ def ids_of(splits: pd.DataFrame, name: str) -> np.ndarray:
     if name not in SPLITS:
         raise ValueError(f"unknown split {name!r}; the splits are {SPLITS}")
     return splits.loc[splits["split"] == name, "example_id"].to_numpy()
+
+
+def resplit(splits: pd.DataFrame, fractions: Mapping[str, float], seed: int) -> pd.DataFrame:
+    """``splits`` with the examples of policy_train, policy_validation and test dealt again
+    (stratified, ``seed``) in the proportions of ``fractions``; head_train stays as it is."""
+    pool = splits["split"].isin(POLICY_SPLITS).to_numpy()
+    total = sum(float(fractions[name]) for name in POLICY_SPLITS)
+    shares = {name: float(fractions[name]) / total for name in POLICY_SPLITS}
+    dealt = make_splits(splits["label"].to_numpy()[pool], {"head_train": 0.0, **shares}, seed)
+    out = splits.copy()
+    out.loc[pool, "split"] = dealt["split"].to_numpy()
+    return out

@@ -1,55 +1,54 @@
-"""Budget sweeps: learned and baseline policies fitted on policy_train, measured on test.
+"""Budget sweeps: policies fitted on policy_train, chosen on policy_validation, measured on test.
 
-:func:`run_sweep` fits the learned (global) and myopic policies at every lambda of a grid,
-sweeps uniform's and the cascades' shared threshold, and adds the oracles and the single nodes;
-every point is measured on the test examples against the reference (the graph's most accurate
-full network, at its cost alone). It returns two tidy tables keyed by ``(scheme, point_id)``:
+:func:`run_sweep` fits the learned (global) and myopic policies over a lambda grid, sweeps
+uniform's and the cascades' shared threshold, and adds the oracles and the single nodes; every
+point is measured on the validation and the test examples against the reference (the graph's
+most accurate full network, alone). It returns tidy tables keyed by ``(scheme, point_id)``.
+
+**The learned curve** (docs/method.md, "Lambda sweep"). The lambda grid always holds its two
+ends: lambda = 0 is "always the reference" (speedup 1, loss 0: the learned curve is never worse
+than the reference), and the top of the grid stops everything at the cheapest start. Between
+them, log-spaced lambdas from ``low = 1 / (n_train * T)`` (``T`` the costliest path) to
+``high = 1 / min edge cost``, refined where the training curve moves most (:func:`fit_curve`).
+A lambda sweep reaches only the lower convex hull of the achievable (loss, time) points, and
+fixed decision costs make that set non-convex; the sweep is **filled** by shifting the learned
+rules' "stop" intercepts of each lambda's policy over a grid (``shifts``: a conservative or
+aggressive knob on the same rules), and the curve keeps the Pareto front of training (loss,
+time) of all of them. Shifting was preferred to mixing neighbouring policies: each point stays
+one deterministic policy that the runtime runs as it is, and points off the hull are reached,
+not averaged. The uniform, cascade and single-node policies are routes of the same class
+(:func:`~adaptive_inference.policies.threshold_policy`), and join the candidates, so that at
+every lambda the learned curve holds a policy whose training objective is at most theirs; the
+``origin`` column says where each learned point comes from (``recursion``, ``shifted``,
+``uniform``, ``cascade``, ``single``, ``reference``).
 
 ``points``, one row per scheme x method x budget point:
     ``scheme``, ``point_id``, ``method`` (learned, myopic, uniform, cascade, oracle, single),
     ``variant`` (oracle: top1/top5; single: the node; cascade: its first node; else ""),
-    ``train_loss`` (the loss a learned/myopic policy minimised; "" otherwise), ``budget_name``
-    (lambda, threshold or ""), ``budget`` (its value; NaN otherwise), ``cost_ms`` (mean cost
-    per example), ``cost_ms_std`` (its standard deviation over examples), ``speedup`` (reference
-    cost / mean cost) with ``speedup_lo`` / ``speedup_hi``, ``top1_acc`` / ``top5_acc`` (%),
-    ``top1_loss`` / ``top5_loss`` (reference accuracy minus the system's, in points) with
-    ``_lo`` / ``_hi`` bounds, ``train_objective`` (``mean(loss + lambda * ms)`` on
-    policy_train; NaN for untrained methods), ``reference``, ``reference_ms``,
-    ``reference_top1`` / ``reference_top5`` (%), ``n_test``.
+    ``origin`` and ``shift`` (learned points), ``train_loss`` (the loss a learned/myopic policy
+    minimised; "" otherwise), ``budget_name`` (lambda, threshold or ""), ``budget`` (its value),
+    ``start`` (the node routes start at), ``cost_ms`` (mean cost per example on test),
+    ``cost_ms_std``, ``speedup`` (reference cost / mean cost) with ``speedup_lo`` /
+    ``speedup_hi``, ``top1_acc`` / ``top5_acc`` (%), ``top1_loss`` / ``top5_loss`` (reference
+    accuracy minus the system's, points) with ``_lo`` / ``_hi``, ``train_objective``,
+    ``val_cost_ms``, ``val_speedup``, ``val_top1_loss`` / ``val_top5_loss`` with their standard
+    errors ``val_*_loss_se`` (paired differences), ``reference``, ``reference_ms``,
+    ``reference_top1`` / ``reference_top5`` (%), ``n_test``, ``n_validation``.
     Intervals: percentile bootstrap over the test examples, every point and the reference
-    resampled with the *same* draws (paired); ``samples``, ``seed`` and ``level`` are settings.
+    resampled with the same draws (paired).
 
-``nodes``, one row per point x node:
-    ``scheme``, ``point_id``, ``node_index``, ``node``, ``network``, ``stop_fraction`` (share
-    of the test examples that stop there), ``time_fraction`` (share of the total test time
-    spent there: the stage entered plus the decisions computed there).
+``nodes``, one row per point x node: ``stop_fraction`` and ``time_fraction`` on test.
 
-**The default lambda grid** (``lambda`` is the price of one ms in units of the 0/1 loss):
-log-spaced between
-
-* ``low = 1 / (n_train * T)``, ``T`` the costliest path beyond the entry (edges plus decisions):
-  there the time of the whole training set is worth at most one example's loss, so the policy
-  minimises training loss only (on data where the reference is right whenever any node is,
-  that is "always the reference");
-* ``high = 1 / min edge cost``: there going on costs more than any 0/1 loss can save, for every
-  example (``lambda * edge >= 1 >= loss_n``), so every node learns "stop" and everything
-  stops at the root: "always the cheapest answer".
-
-Most of a log-spaced grid between these falls where the curve hardly moves, so each learned and
-myopic curve gets ``lambda_refine`` more lambdas (default 20, after ``lambda_count`` = 40)
-where its *training* points are furthest apart, never closer than 1% in lambda
-(:func:`fit_curve`).
-
-:func:`save_policies` / :func:`load_policies` keep the fitted policies; :func:`speedup_at_loss`
-reads off the best speedup at a given loss.
+``headline`` (:func:`headline_table`): per method and loss budget, the point chosen on
+validation (:func:`~adaptive_inference.readoff.choose`) with a bootstrap interval that includes
+the choice (validation and test resampled together, the choice made again in each resample),
+beside the optimistic test envelope.
 """
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -64,8 +63,14 @@ from adaptive_inference.baselines import (
     uniform_route,
 )
 from adaptive_inference.graph import LOSSES, Route, StageGraph
-from adaptive_inference.io import atomic_path
-from adaptive_inference.policies import TradeoffPolicy, standardize
+from adaptive_inference.policies import (
+    NodeFeatures,
+    TradeoffPolicy,
+    constant_policy,
+    standardize,
+    threshold_policy,
+)
+from adaptive_inference.readoff import choose, envelope, z_score
 
 METHODS = ("learned", "myopic", "uniform", "cascade", "oracle", "single")
 BOOTSTRAP_CHUNK = 128
@@ -82,11 +87,14 @@ def lambda_grid(
     """``count`` log-spaced lambdas (per ms) from ``low`` to ``high`` (defaults: module doc)."""
     if count < 1:
         raise ValueError("the lambda grid needs at least one point")
-    span = graph.longest_path_ms() - graph.entry_ms
+    span = graph.longest_path_ms() - graph.alone_ms[0]
     edges = np.array(list(graph.edge_ms.values()))
     if low is None:
         if span <= 0:
-            raise ValueError("the graph has no positive path cost beyond its root")
+            raise ValueError(
+                "the graph has no positive path cost beyond its root: a scheme needs at least "
+                "two nodes (an early-exit network with two exits or more)"
+            )
         low = 1.0 / (n_train * span)
     if high is None:
         positive = edges[edges > 0]
@@ -114,18 +122,16 @@ def fit_curve(
 ) -> list[TradeoffPolicy]:
     """Fit a :class:`TradeoffPolicy` at every lambda (ascending), then up to ``refine`` more.
 
-    A log-spaced grid puts many points where the curve hardly moves (far below the lambdas at
-    which time starts to matter) and few where it moves fast. Refinement bisects (geometric
-    mean) the pair of neighbouring lambdas whose *training* points are furthest apart, in
-    units of the target resolution: ``max(|d loss| / loss_step, |d log cost| / cost_step)``
-    (defaults: a quarter of a point of loss, 2% of cost), among the pairs where the policy
-    loses at most ``max_loss`` (5 points) against the reference on the training examples,
-    until every such gap is within the resolution or ``refine`` points were added. A pair whose
-    lambdas are within a factor ``min_ratio`` (1%) of each other is not split again: a gap that
-    survives such a bisection is a jump of the fitted policies (a rule flipping as lambda
-    crosses a value), which more lambdas cannot resolve, and bisecting it would spend the whole
-    budget there. The test split is never looked at. ``params`` go to :class:`TradeoffPolicy`;
-    each fit is warm-started from its neighbour below when ``warm_start``.
+    Refinement bisects (geometric mean) the pair of neighbouring lambdas whose *training* points
+    are furthest apart, in units of the target resolution: ``max(|d loss| / loss_step,
+    |d log cost| / cost_step)`` (defaults: a quarter of a point of loss, 2% of cost), among the
+    pairs where the policy loses at most ``max_loss`` against the reference on the training
+    examples, until every such gap is within the resolution or ``refine`` points were added. A
+    pair whose lambdas are within a factor ``min_ratio`` is not split again: a gap that survives
+    such a bisection is a jump of the fitted policies, which more lambdas cannot resolve (the
+    intercept shifts of :func:`learned_curve` fill it). ``params`` go to
+    :class:`TradeoffPolicy`; each fit is warm-started from its neighbour below when
+    ``warm_start``.
     """
     grid = np.sort(np.asarray(lambdas, dtype=float))
     rows = graph.rows(train)
@@ -161,9 +167,93 @@ def fit_curve(
     return curve
 
 
+def class_baselines(
+    graph: StageGraph,
+    features: Sequence[NodeFeatures | None],
+    rows: np.ndarray,
+    thresholds: Sequence[float],
+    *,
+    loss: str,
+) -> list[TradeoffPolicy]:
+    """The baselines as policies of the learned class, scored on ``rows``: "always the
+    reference", every single node that may start a route, uniform at every threshold (the
+    default chain from the root), every cascade at every threshold."""
+    chain = {n: graph.successors[n][0] for n in graph.default_chain() if not graph.is_terminal(n)}
+    out = [constant_policy(graph, features, graph.reference, rows, loss=loss, origin="reference")]
+    out += [  # (a constant rule reads no features: a single node may start anywhere)
+        constant_policy(graph, features, n, rows, loss=loss)
+        for n in range(graph.num_nodes) if n != graph.reference
+    ]
+    starts = set(graph.start_candidates())
+    for t in thresholds:
+        out.append(threshold_policy(
+            graph, features, start=0, go=chain, threshold=t, rows=rows, loss=loss, origin="uniform"
+        ))
+    for first in cascade_firsts(graph):
+        if first not in starts:
+            continue
+        for t in thresholds:
+            out.append(threshold_policy(
+                graph, features, start=first, go={first: graph.reference}, threshold=t, rows=rows,
+                loss=loss, origin="cascade",
+            ))
+    return out
+
+
+def pareto_front(policies: Sequence[TradeoffPolicy]) -> list[TradeoffPolicy]:
+    """The policies no other beats on both training loss and training cost (cheapest first;
+    of equal points the first listed)."""
+    order = sorted(range(len(policies)), key=lambda i: (policies[i].train_cost_ms_,
+                                                         policies[i].train_loss_, i))
+    front, best = [], np.inf
+    for i in order:
+        if policies[i].train_loss_ < best - 1e-12:
+            front.append(policies[i])
+            best = policies[i].train_loss_
+    return front
+
+
+def learned_curve(
+    graph: StageGraph,
+    train: np.ndarray | Sequence[int],
+    lambdas: Sequence[float],
+    *,
+    features: list[NodeFeatures | None],
+    thresholds: Sequence[float],
+    shifts: Sequence[float] = (),
+    **options: Any,
+) -> list[TradeoffPolicy]:
+    """The learned curve (module doc): the recursion at every lambda (:func:`fit_curve`,
+    ``options``), each policy's intercept shifts, the baselines of the class; the Pareto front
+    of their training (loss, time), cheapest first, and "always the reference" (the curve's
+    lambda-0 end) in any case. Each kept policy's ``lam`` is the lambda at which it has the
+    least training objective among the candidates (0 for the reference)."""
+    rows = graph.rows(train)
+    recursion = fit_curve(graph, train, lambdas, features=features, **options)
+    loss = recursion[0].loss
+    candidates = list(recursion)
+    for policy in recursion:
+        candidates += [policy.shifted(graph, s, rows) for s in shifts if s != 0]
+    baselines = class_baselines(graph, features, rows, thresholds, loss=loss)
+    candidates += baselines
+    front = pareto_front(candidates)
+    reference = baselines[0]  # "always the reference": the curve's lambda-0 end, kept even
+    if reference not in front:  # where a policy beats it on the training examples
+        front = sorted([*front, reference], key=lambda p: p.train_cost_ms_)
+    grid = np.concatenate([[0.0], [p.lam for p in recursion]])
+    losses = np.array([p.train_loss_ for p in front])
+    costs = np.array([p.train_cost_ms_ for p in front])
+    objective = losses[:, None] + grid[None, :] * costs[:, None]
+    for i, policy in enumerate(front):
+        wins = np.flatnonzero(np.argmin(objective, axis=0) == i)
+        policy.lam = float(grid[wins[0]]) if wins.size else float(policy.lam)
+        policy.train_objective_ = policy.train_loss_ + policy.lam * policy.train_cost_ms_
+    return front
+
+
 @dataclass
 class Metrics:
-    """Per-example outcome of one point on the test examples."""
+    """Per-example outcome of one point on some examples."""
 
     cost_ms: np.ndarray
     correct_top1: np.ndarray
@@ -189,41 +279,41 @@ class SweepResult:
 
     points: pd.DataFrame
     nodes: pd.DataFrame
+    headline: pd.DataFrame
     policies: dict[int, TradeoffPolicy] = field(default_factory=dict)
 
 
-def _bootstrap(centred: np.ndarray, centre: np.ndarray, samples: int, seed: int) -> np.ndarray:
-    """``(samples, columns)`` resampled means of columns given centred (float32) and centre.
+def _resampled_means(
+    values: np.ndarray, centre: np.ndarray, draws: np.ndarray
+) -> np.ndarray:
+    """``(len(draws), columns)`` means of ``values`` (centred, float32) over each row of
+    ``draws`` (resampled row indices), ``centre`` added back."""
+    size, n = draws.shape
+    offsets = (draws + (np.arange(size) * n)[:, None]).ravel()
+    counts = np.bincount(offsets, minlength=size * n).reshape(size, n).astype(np.float32)
+    return centre + counts @ values / n
 
-    Every column is resampled with the same draws (paired). The products run in float32 (half
-    the time of float64); since each resample has ``n`` draws the centre adds back exactly, so
-    constant columns stay exact and the rounding is relative to a column's spread (~1e-7).
-    """
-    n = centred.shape[0]
-    rng = np.random.default_rng(seed)
-    out = np.empty((samples, centred.shape[1]))
-    for start in range(0, samples, BOOTSTRAP_CHUNK):
-        size = min(BOOTSTRAP_CHUNK, samples - start)
-        draws = rng.integers(0, n, size=(size, n))
-        offsets = (draws + (np.arange(size) * n)[:, None]).ravel()
-        counts = np.bincount(offsets, minlength=size * n).reshape(size, n).astype(np.float32)
-        out[start:start + size] = centre + counts @ centred / n
-    return out
+
+def _centred(columns: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Stack per-example columns, centred (float32), and their means (float64)."""
+    stacked = np.stack(columns, axis=1).astype(np.float64)
+    centre = stacked.mean(axis=0)
+    return (stacked - centre).astype(np.float32), centre
 
 
 def run_sweep(
     graph: StageGraph,
     train: np.ndarray | Sequence[int],
+    validation: np.ndarray | Sequence[int],
     test: np.ndarray | Sequence[int],
     *,
-    losses: Sequence[str] = ("top1", "top5"),
+    losses: Sequence[str] = ("top1",),
     methods: Sequence[str] = METHODS,
-    lambdas: Sequence[float] | None = None,
     lambda_count: int = 40,
     lambda_min: float | None = None,
     lambda_max: float | None = None,
     lambda_refine: int = 20,
-    thresholds: Sequence[float] | None = None,
+    shifts: Sequence[float] = (),
     threshold_count: int = 50,
     C: float = 1.0,
     solver: str = "newton-cholesky",
@@ -231,116 +321,135 @@ def run_sweep(
     bootstrap_samples: int = 1000,
     bootstrap_seed: int = 0,
     level: float = 0.95,
+    loss_levels: Sequence[float] = (0.5, 1.0, 2.0),
+    confidence: float = 0.8,
 ) -> SweepResult:
-    """Fit on ``train`` (example ids), measure on ``test``; see the module doc for the tables.
+    """Fit on ``train``, choose on ``validation``, measure on ``test`` (example ids); see the
+    module doc for the tables.
 
     Args:
         graph: the graph of stages.
-        train, test: example ids (policy_train and test splits).
+        train, validation, test: example ids (policy_train, policy_validation, test).
         losses: the losses the learned and myopic policies minimise (one curve each).
         methods: which of :data:`METHODS` to run.
-        lambdas: the lambda grid (default: :func:`lambda_grid` with ``lambda_count``,
-            ``lambda_min`` and ``lambda_max``), refined with ``lambda_refine`` more points
-            where the training curve moves most (:func:`fit_curve`).
-        thresholds: uniform's and the cascades' grid (default: :func:`default_thresholds`
-            with ``threshold_count``).
-        C, solver: the logistic regressions' settings.
-        warm_start: start each lambda's logistic regressions from the previous lambda's
-            solution (same optimum up to the solver's tolerance, fewer iterations).
+        lambda_count, lambda_min, lambda_max, lambda_refine: the lambda grid
+            (:func:`lambda_grid`, :func:`fit_curve`).
+        shifts: the intercept shifts that fill the learned curve (:func:`learned_curve`).
+        threshold_count: uniform's and the cascades' thresholds (:func:`~adaptive_inference.
+            baselines.default_thresholds`).
+        C, solver, warm_start: the logistic regressions'.
         bootstrap_samples, bootstrap_seed, level: the bootstrap (0 samples: no intervals).
+        loss_levels, confidence: the budgets of the headline and the confidence of the bound on
+            the validation loss (:mod:`adaptive_inference.readoff`).
     """
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise ValueError(f"unknown methods {sorted(unknown)}; the methods are {METHODS}")
     if set(losses) - set(LOSSES):
         raise ValueError(f"losses must be among {LOSSES}")
-    train_rows, test_rows = graph.rows(train), graph.rows(test)
-    if np.intersect1d(train_rows, test_rows).size:
-        raise ValueError("the training and test examples overlap")
-    if lambdas is None:
-        lambdas = lambda_grid(
-            graph, train_rows.size, count=lambda_count, low=lambda_min, high=lambda_max
-        )
-    if thresholds is None:
-        thresholds = default_thresholds(graph, train_rows, threshold_count)
-    test_ids = graph.example_ids[test_rows]
+    parts = {name: graph.rows(ids) for name, ids in
+             (("train", train), ("validation", validation), ("test", test))}
+    for a, b in (("train", "validation"), ("train", "test"), ("validation", "test")):
+        if np.intersect1d(parts[a], parts[b]).size:
+            raise ValueError(f"the {a} and {b} examples overlap")
+    train_rows = parts["train"]
+    thresholds = default_thresholds(graph, train_rows, threshold_count)
 
     meta: list[dict[str, Any]] = []
-    metrics: list[Metrics] = []
+    routes: list[tuple[Route, Route]] = []  # (validation, test)
     policies: dict[int, TradeoffPolicy] = {}
 
-    def add(route: Route, **info: Any) -> None:
-        info.setdefault("variant", "")
-        info.setdefault("train_loss", "")
-        info.setdefault("budget_name", "")
-        info.setdefault("budget", np.nan)
-        info.setdefault("train_objective", np.nan)
+    def add(route_of, **info: Any) -> None:
+        for key, value in (("variant", ""), ("origin", ""), ("shift", np.nan), ("train_loss", ""),
+                           ("budget_name", ""), ("budget", np.nan), ("start", -1),
+                           ("train_objective", np.nan)):
+            info.setdefault(key, value)
         meta.append(info)
-        metrics.append(measure(graph, route))
+        routes.append((route_of(parts["validation"]), route_of(parts["test"])))
 
     fitted = [m for m in ("learned", "myopic") if m in methods]
     if fitted:
+        lambdas = lambda_grid(graph, train_rows.size, count=lambda_count, low=lambda_min,
+                              high=lambda_max)
         features = standardize(graph, train_rows)
         train_ids = graph.example_ids[train_rows]
+        options = dict(refine=lambda_refine, warm_start=warm_start, C=C, solver=solver)
         for loss in losses:
             for method in fitted:
-                curve = fit_curve(
-                    graph, train_ids, lambdas, refine=lambda_refine, features=features,
-                    warm_start=warm_start, loss=loss, C=C, myopic=method == "myopic",
-                    solver=solver,
-                )
+                if method == "learned":
+                    curve = learned_curve(
+                        graph, train_ids, lambdas, features=features, thresholds=thresholds,
+                        shifts=shifts, loss=loss, **options,
+                    )
+                else:
+                    curve = fit_curve(graph, train_ids, lambdas, features=features, loss=loss,
+                                      myopic=True, **options)
                 for policy in curve:
                     policies[len(meta)] = policy
                     add(
-                        policy.route_rows(graph, test_rows), method=method, train_loss=loss,
-                        budget_name="lambda", budget=float(policy.lam),
+                        lambda rows, p=policy: p.route_rows(graph, rows), method=method,
+                        train_loss=loss, origin=policy.origin_, shift=policy.shift_,
+                        budget_name="lambda", budget=float(policy.lam), start=policy.start_,
                         train_objective=policy.train_objective_,
                     )
     if "uniform" in methods:
         for t in thresholds:
-            add(
-                uniform_route(graph, t, test_ids), method="uniform", budget_name="threshold",
-                budget=float(t),
-            )
+            add(lambda rows, t=t: uniform_route(graph, t, graph.example_ids[rows]),
+                method="uniform", budget_name="threshold", budget=float(t), start=0)
     if "cascade" in methods:
         for first in cascade_firsts(graph):
             for t in thresholds:
-                add(
-                    cascade_route(graph, first, t, test_ids), method="cascade",
-                    variant=graph.names[first], budget_name="threshold", budget=float(t),
-                )
+                add(lambda rows, f=first, t=t: cascade_route(graph, f, t, graph.example_ids[rows]),
+                    method="cascade", variant=graph.names[first], budget_name="threshold",
+                    budget=float(t), start=first)
     if "oracle" in methods:
         for loss in LOSSES:
-            add(oracle_route(graph, test_ids, loss=loss), method="oracle", variant=loss)
+            add(lambda rows, loss=loss: oracle_route(graph, graph.example_ids[rows], loss=loss),
+                method="oracle", variant=loss)
     if "single" in methods:
         for node in range(graph.num_nodes):
-            add(single_route(graph, node, test_ids), method="single", variant=graph.names[node])
+            add(lambda rows, node=node: single_route(graph, node, graph.example_ids[rows]),
+                method="single", variant=graph.names[node], start=node)
 
-    points, nodes = _tables(
-        graph, test_rows, meta, metrics, bootstrap_samples, bootstrap_seed, level
+    val = [measure(graph, v) for v, _ in routes]
+    tst = [measure(graph, t) for _, t in routes]
+    points, nodes = _tables(graph, parts, meta, val, tst, bootstrap_samples, bootstrap_seed, level)
+    headline = headline_table(
+        graph, parts, points, val, tst, loss_levels=loss_levels, losses=losses,
+        confidence=confidence, samples=bootstrap_samples, seed=bootstrap_seed, level=level,
     )
-    return SweepResult(points=points, nodes=nodes, policies=policies)
+    return SweepResult(points=points, nodes=nodes, headline=headline, policies=policies)
+
+
+def _loss_columns(graph: StageGraph, rows: np.ndarray, metrics: Sequence[Metrics], loss: str):
+    """``(examples, points)`` paired per-example loss differences (reference right minus the
+    point right) at ``loss``."""
+    ref = graph.correct(loss)[graph.reference, rows].astype(np.float32)
+    right = np.stack([getattr(m, f"correct_{loss}") for m in metrics], axis=1)
+    return ref[:, None] - right
 
 
 def _tables(
     graph: StageGraph,
-    test_rows: np.ndarray,
+    parts: Mapping[str, np.ndarray],
     meta: list[dict[str, Any]],
-    metrics: list[Metrics],
+    val: list[Metrics],
+    tst: list[Metrics],
     samples: int,
     seed: int,
     level: float,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     ref = graph.reference
-    ref_ms = float(graph.alone_ms[ref])
-    ref1 = graph.correct_top1[ref, test_rows]
-    ref5 = graph.correct_top5[ref, test_rows]
+    ref_ms = graph.reference_ms
+    test_rows, val_rows = parts["test"], parts["validation"]
     points = pd.DataFrame(meta)
     points.insert(0, "point_id", np.arange(len(meta)))
-    points.insert(0, "scheme", graph.scheme)
-    cost = np.stack([m.cost_ms for m in metrics], axis=1)
-    c1 = np.stack([m.correct_top1 for m in metrics], axis=1)
-    c5 = np.stack([m.correct_top5 for m in metrics], axis=1)
+    points.insert(0, "scheme", graph.name)
+    cost = np.stack([m.cost_ms for m in tst], axis=1)
+    c1 = np.stack([m.correct_top1 for m in tst], axis=1)
+    c5 = np.stack([m.correct_top5 for m in tst], axis=1)
+    ref1 = graph.correct_top1[ref, test_rows]
+    ref5 = graph.correct_top5[ref, test_rows]
     points["cost_ms"] = cost.mean(axis=0)
     points["cost_ms_std"] = cost.std(axis=0)
     points["speedup"] = ref_ms / points["cost_ms"]
@@ -351,18 +460,19 @@ def _tables(
     bounds = {}
     if samples > 0:
         k = cost.shape[1]
-        centre = np.concatenate(
-            [cost.mean(axis=0), ref1.mean() - c1.mean(axis=0), ref5.mean() - c5.mean(axis=0)]
-        )
-        centred = np.empty((test_rows.size, 3 * k), dtype=np.float32)
-        centred[:, :k] = cost - centre[:k]
-        centred[:, k:2 * k] = ref1[:, None].astype(np.float32) - c1 - centre[k:2 * k]
-        centred[:, 2 * k:] = ref5[:, None].astype(np.float32) - c5 - centre[2 * k:]
-        means = _bootstrap(centred, centre, samples, seed)
+        centred, centre = _centred([
+            *cost.T, *_loss_columns(graph, test_rows, tst, "top1").T,
+            *_loss_columns(graph, test_rows, tst, "top5").T,
+        ])
+        rng = np.random.default_rng(seed)
+        means = np.empty((samples, 3 * k))
+        for start in range(0, samples, BOOTSTRAP_CHUNK):
+            size = min(BOOTSTRAP_CHUNK, samples - start)
+            draws = rng.integers(0, len(test_rows), size=(size, len(test_rows)))
+            means[start:start + size] = _resampled_means(centred, centre, draws)
         q = [(1 - level) / 2, 1 - (1 - level) / 2]
         with np.errstate(divide="ignore"):
-            speedups = ref_ms / means[:, :k]
-        bounds["speedup"] = np.quantile(speedups, q, axis=0)
+            bounds["speedup"] = np.quantile(ref_ms / means[:, :k], q, axis=0)
         bounds["top1_loss"] = 100 * np.quantile(means[:, k:2 * k], q, axis=0)
         bounds["top5_loss"] = 100 * np.quantile(means[:, 2 * k:], q, axis=0)
     for name in ("speedup", "top1_loss", "top5_loss"):
@@ -370,124 +480,150 @@ def _tables(
         position = points.columns.get_loc(name) + 1
         points.insert(position, f"{name}_hi", hi)
         points.insert(position, f"{name}_lo", lo)
+    train_objective = points.pop("train_objective")
+    points.insert(points.columns.get_loc("top5_loss_hi") + 1, "train_objective", train_objective)
+    val_cost = np.stack([m.cost_ms for m in val], axis=1)
+    points["val_cost_ms"] = val_cost.mean(axis=0)
+    points["val_speedup"] = ref_ms / points["val_cost_ms"]
+    for loss in LOSSES:
+        diff = _loss_columns(graph, val_rows, val, loss)
+        points[f"val_{loss}_loss"] = 100 * diff.mean(axis=0)
+        points[f"val_{loss}_loss_se"] = 100 * diff.std(axis=0, ddof=1) / np.sqrt(len(val_rows))
     points["reference"] = graph.names[ref]
     points["reference_ms"] = ref_ms
     points["reference_top1"] = 100 * ref1.mean()
     points["reference_top5"] = 100 * ref5.mean()
     points["n_test"] = test_rows.size
-    train_objective = points.pop("train_objective")
-    points.insert(points.columns.get_loc("top5_loss_hi") + 1, "train_objective", train_objective)
+    points["n_validation"] = val_rows.size
 
     num = graph.num_nodes
     nodes = pd.DataFrame(
         {
-            "scheme": graph.scheme,
+            "scheme": graph.name,
             "point_id": np.repeat(points["point_id"].to_numpy(), num),
-            "node_index": np.tile(np.arange(num), len(metrics)),
-            "node": np.tile(np.asarray(graph.names, dtype=object), len(metrics)),
-            "network": np.tile(np.asarray(graph.networks, dtype=object), len(metrics)),
-            "stop_fraction": np.concatenate([m.stop_fraction for m in metrics]),
-            "time_fraction": np.concatenate([m.time_fraction for m in metrics]),
+            "node_index": np.tile(np.arange(num), len(tst)),
+            "node": np.tile(np.asarray(graph.names, dtype=object), len(tst)),
+            "network": np.tile(np.asarray(graph.networks, dtype=object), len(tst)),
+            "stop_fraction": np.concatenate([m.stop_fraction for m in tst]),
+            "time_fraction": np.concatenate([m.time_fraction for m in tst]),
         }
     )
     return points, nodes
 
 
-def sweep_options(section: Mapping[str, Any]) -> dict[str, Any]:
-    """Keyword arguments of :func:`run_sweep` from a config section such as::
-
-        losses: [top1, top5]
-        methods: [learned, myopic, uniform, cascade, oracle, single]
-        C: 1.0
-        lambdas: {count: 40, min: null, max: null, refine: 20}
-        thresholds: {count: 50}
-        bootstrap: {samples: 1000, seed: 0, level: 0.95}
-    """
-    options: dict[str, Any] = {}
-    if "losses" in section:
-        options["losses"] = list(section["losses"])
-    if "methods" in section:
-        options["methods"] = list(section["methods"])
-    if "C" in section:
-        options["C"] = float(section["C"])
-    lambdas = section.get("lambdas", {})
-    options["lambda_count"] = int(lambdas.get("count", 40))
-    options["lambda_min"] = lambdas.get("min")
-    options["lambda_max"] = lambdas.get("max")
-    options["lambda_refine"] = int(lambdas.get("refine", 20))
-    options["threshold_count"] = int(section.get("thresholds", {}).get("count", 50))
-    boot = section.get("bootstrap", {})
-    options["bootstrap_samples"] = int(boot.get("samples", 1000))
-    options["bootstrap_seed"] = int(boot.get("seed", 0))
-    options["level"] = float(boot.get("level", 0.95))
-    return options
-
-
-# -------------------------------------------------------------------------------------------
-# Saved policies
-# -------------------------------------------------------------------------------------------
-
-
-def save_policies(result: SweepResult, path: Path | str) -> None:
-    """Pickle the fitted policies with their rows of ``points`` (atomically)."""
-    ids = sorted(result.policies)
-    payload = {
-        "points": result.points[result.points["point_id"].isin(ids)].reset_index(drop=True),
-        "policies": {i: result.policies[i] for i in ids},
-    }
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        pickle.dump(payload, handle, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def load_policies(path: Path | str) -> tuple[pd.DataFrame, dict[int, TradeoffPolicy]]:
-    """The rows of ``points`` and the policies (by point_id) written by :func:`save_policies`.
-
-    Unpickling runs code: load only files this workflow wrote.
-    """
-    with open(path, "rb") as handle:
-        payload = pickle.load(handle)
-    return payload["points"], payload["policies"]
-
-
-# -------------------------------------------------------------------------------------------
-# Reading the curves
-# -------------------------------------------------------------------------------------------
-
-
-def speedup_at_loss(
+def headline_table(
+    graph: StageGraph,
+    parts: Mapping[str, np.ndarray],
     points: pd.DataFrame,
-    losses: Sequence[float] = (0.5, 1.0, 2.0),
+    val: Sequence[Metrics],
+    tst: Sequence[Metrics],
     *,
-    metric: str = "top1",
-    methods: Sequence[str] | None = None,
+    loss_levels: Sequence[float],
+    losses: Sequence[str],
+    confidence: float,
+    samples: int,
+    seed: int,
+    level: float,
 ) -> pd.DataFrame:
-    """The best speedup at a loss of at most each of ``losses`` points (``metric``: top1 or
-    top5), per scheme, method and training loss: the row of the point reaching it, with its
-    intervals (NaN where no point is within the loss). The oracle is read at its own loss
-    (top-1 oracle for ``top1``). The point is chosen on the test curve's estimates, as the
-    paper's plots are read, so it is slightly optimistic for noisy curves."""
-    if metric not in LOSSES:
-        raise ValueError(f"metric must be one of {LOSSES}")
-    loss_col = f"{metric}_loss"
-    table = points if methods is None else points[points["method"].isin(methods)]
-    table = table[(table["method"] != "oracle") | (table["variant"] == metric)]
-    keep = [
-        "point_id", "variant", "budget_name", "budget", "cost_ms", "speedup", "speedup_lo",
-        "speedup_hi", loss_col, f"{loss_col}_lo", f"{loss_col}_hi",
-    ]
-    rows = []
-    for (scheme, method, train_loss), group in table.groupby(
-        ["scheme", "method", "train_loss"], sort=False
-    ):
-        for max_loss in losses:
-            within = group[group[loss_col] <= max_loss]
-            row = {
-                "scheme": scheme, "method": method, "train_loss": train_loss, "metric": metric,
-                "max_loss": max_loss,
-            }
-            if within.empty:
-                row.update({c: np.nan for c in keep})
-            else:
-                row.update(within.loc[within["speedup"].idxmax(), keep].to_dict())
-            rows.append(row)
-    return pd.DataFrame(rows)
+    """For each metric of ``losses``: the points chosen on validation for each budget, with a
+    bootstrap interval that includes the choice (each resample draws validation and test rows,
+    chooses again by the same rule and reports the chosen point's test speedup and loss), then
+    the optimistic test envelope (``choice`` = "test envelope")."""
+    tables = []
+    for metric in losses:
+        chosen = choose(points, loss_levels, metric=metric, confidence=confidence)
+        if samples > 0:
+            chosen = _interval_with_choice(
+                graph, parts, points, chosen, val, tst, metric=metric, confidence=confidence,
+                samples=samples, seed=seed, level=level,
+            )
+        tables += [chosen, envelope(points, loss_levels, metric=metric)]
+    table = pd.concat(tables, ignore_index=True)
+    realised = np.choose(
+        [losses.index(m) for m in table["metric"]], [table[f"{m}_loss"] for m in losses]
+    )
+    table["within_budget"] = np.where(np.isnan(realised), np.nan, realised <= table["max_loss"])
+    return table
+
+
+def _interval_with_choice(
+    graph: StageGraph,
+    parts: Mapping[str, np.ndarray],
+    points: pd.DataFrame,
+    chosen: pd.DataFrame,
+    val: Sequence[Metrics],
+    tst: Sequence[Metrics],
+    *,
+    metric: str,
+    confidence: float,
+    samples: int,
+    seed: int,
+    level: float,
+) -> pd.DataFrame:
+    """``chosen`` with ``speedup_lo/hi`` and ``<metric>_loss_lo/hi`` from resamples in which the
+    choice is made again (the validation loss bound keeps the full sample's standard error)."""
+    ref_ms = graph.reference_ms
+    z = z_score(confidence)
+    k = len(points)
+    v_values, v_centre = _centred([
+        *np.stack([m.cost_ms for m in val], axis=1).T,
+        *_loss_columns(graph, parts["validation"], val, metric).T,
+    ])
+    t_values, t_centre = _centred([
+        *np.stack([m.cost_ms for m in tst], axis=1).T,
+        *_loss_columns(graph, parts["test"], tst, metric).T,
+    ])
+    margin = z * points[f"val_{metric}_loss_se"].to_numpy() / 100
+    groups = {key: g.index.to_numpy() for key, g in points.groupby(["scheme", "method", "train_loss"], sort=False)}
+    candidates = {key: idx[(points.loc[idx, "method"] != "oracle").to_numpy()
+                           | (points.loc[idx, "variant"] == metric).to_numpy()]
+                  for key, idx in groups.items()}
+    rng = np.random.default_rng(seed + 1)
+    picks = {(row.scheme, row.method, row.train_loss, row.max_loss): ([], [])
+             for row in chosen.itertuples()}
+    for start in range(0, samples, BOOTSTRAP_CHUNK):
+        size = min(BOOTSTRAP_CHUNK, samples - start)
+        vm = _resampled_means(v_values, v_centre,
+                              rng.integers(0, len(parts["validation"]), (size, len(parts["validation"]))))
+        tm = _resampled_means(t_values, t_centre,
+                              rng.integers(0, len(parts["test"]), (size, len(parts["test"]))))
+        val_speedup = ref_ms / vm[:, :k]
+        ucb = vm[:, k:] + margin
+        for (scheme, method, train_loss, level_), (speedups, losses_) in picks.items():
+            idx = candidates[(scheme, method, train_loss)]
+            ok = ucb[:, idx] <= level_ / 100
+            score = np.where(ok, val_speedup[:, idx], -np.inf)
+            best = idx[score.argmax(axis=1)]
+            valid = ok.any(axis=1)
+            speedups.extend(np.where(valid, ref_ms / tm[np.arange(size), best], np.nan))
+            losses_.extend(np.where(valid, 100 * tm[np.arange(size), k + best], np.nan))
+    q = [(1 - level) / 2, 1 - (1 - level) / 2]
+    chosen = chosen.copy()
+    for i, row in enumerate(chosen.itertuples()):
+        speedups, losses_ = (np.asarray(v) for v in picks[(row.scheme, row.method, row.train_loss, row.max_loss)])
+        if np.isnan(row.point_id) or np.isnan(speedups).all():
+            continue
+        chosen.loc[chosen.index[i], ["speedup_lo", "speedup_hi"]] = np.nanquantile(speedups, q)
+        chosen.loc[chosen.index[i], [f"{metric}_loss_lo", f"{metric}_loss_hi"]] = np.nanquantile(losses_, q)
+    return chosen
+
+
+def sweep_options(section: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of :func:`run_sweep` from a validated ``policies`` config section (the
+    schema holds every default)."""
+    return {
+        "losses": list(section["losses"]),
+        "methods": list(section["methods"]),
+        "C": float(section["C"]),
+        "lambda_count": int(section["lambdas"]["count"]),
+        "lambda_min": section["lambdas"]["min"],
+        "lambda_max": section["lambdas"]["max"],
+        "lambda_refine": int(section["lambdas"]["refine"]),
+        "shifts": [float(s) for s in section["lambdas"]["shifts"]],
+        "threshold_count": int(section["thresholds"]["count"]),
+        "bootstrap_samples": int(section["bootstrap"]["samples"]),
+        "bootstrap_seed": int(section["bootstrap"]["seed"]),
+        "level": float(section["bootstrap"]["level"]),
+        "loss_levels": list(section["loss_levels"]),
+        "confidence": float(section["operating_points"]["confidence"]),
+    }

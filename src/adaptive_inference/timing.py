@@ -28,15 +28,12 @@ medians). On CUDA, a launch-bound network (these models at batch <= 256) is time
 plus the event records (ratio ~1.5); once the GPU is the bottleneck (batch 4096) the ratio is ~1.01.
 
 Public API: :func:`profile_layers`, :func:`time_forward`, :func:`stage_costs`,
-:func:`exit_costs`, :func:`network_cost_ms`, :func:`profile_network`, :func:`environment`,
-:func:`pin_malloc_thresholds`, :func:`interpreter_output` and the :class:`LayerTimer` interpreter.
+:func:`exit_costs`, :func:`network_cost_ms`, :func:`profile_network`,
+:func:`profile_study_network` and the :class:`LayerTimer` interpreter.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import platform
 import re
 import sys
 import time
@@ -51,16 +48,17 @@ from torch import fx, nn
 from torch.fx.node import _get_qualified_name
 from tqdm.auto import tqdm
 
-from .models import MultiExitNetwork
+from adaptive_inference.device import (
+    apply_compute,
+    compute_options,
+    environment,
+    memory_format,
+    pin_malloc_thresholds,
+)
+from adaptive_inference.models import MultiExitNetwork
 
 COMPUTE_OPS = ("call_module", "call_function", "call_method")
 OTHER = "other"
-# glibc's mallopt parameter numbers (malloc.h) and the values pinned by pin_malloc_thresholds.
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-TRIM_THRESHOLD_BYTES = 1 << 30
-# glibc refuses mmap thresholds above HEAP_MAX_SIZE / 2 (32 MiB on 64-bit systems).
-MMAP_THRESHOLD_BYTES = 32 << 20
 # Number of forward / layer-profiling chunks that profile_network alternates per batch size.
 INTERLEAVE_CHUNKS = 4
 
@@ -73,7 +71,7 @@ _COMPONENT_PREFIX = {"stages": "stage", "heads": "head"}
 # --------------------------------------------------------------------------------------------
 
 
-class _Timer:
+class Timer:
     """Times calls on one device; ``finish_pass`` returns the pass's times in milliseconds.
 
     On CUDA the event pairs are kept and reused from pass to pass (every pass ends with a
@@ -139,7 +137,7 @@ class LayerTimer(fx.Interpreter):
         super().__init__(module, garbage_collect_values=True)
         self.nodes = [node for node in module.graph.nodes if node.op in COMPUTE_OPS]
         self.samples: dict[str, list[float]] = {node.name: [] for node in self.nodes}
-        self._timer = _Timer(device)
+        self._timer = Timer(device)
         self._callables = {node.name: self._node_callable(node) for node in self.nodes}
 
     def _node_callable(self, node: fx.Node) -> Callable[..., Any]:
@@ -300,7 +298,7 @@ class _ForwardRunner:
         self.model = model
         self.example_input = example_input
         self.times: list[float] = []
-        self._timer = _Timer(device)
+        self._timer = Timer(device)
 
     def passes(self, count: int, *, record: bool) -> None:
         for _ in range(count):
@@ -323,7 +321,7 @@ class _ComponentRunner:
         self.example_input = example_input
         self.order = [c for c, *_ in _execution_order(model)]
         self.times: dict[str, list[float]] = {c: [] for c in self.order}
-        self._timer = _Timer(device)
+        self._timer = Timer(device)
 
     def passes(self, count: int, *, record: bool) -> None:
         model, call = self.model, self._timer.call
@@ -429,13 +427,6 @@ def time_forward(
     return np.asarray(runner.times, dtype=float)
 
 
-def interpreter_output(model: nn.Module, example_input: torch.Tensor, device: torch.device) -> Any:
-    """The output of one pass of the timing interpreter (to compare with ``model(x)``)."""
-    with _eval_mode(model):
-        timer = LayerTimer(trace(model), device)
-        return timer.run_pass(example_input.to(device), record=False)
-
-
 # --------------------------------------------------------------------------------------------
 # Stage, head and exit costs
 # --------------------------------------------------------------------------------------------
@@ -531,69 +522,6 @@ def network_cost_ms(components: pd.DataFrame, model: MultiExitNetwork) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def pin_malloc_thresholds() -> bool:
-    """Fix glibc's malloc trim and mmap thresholds; return whether it applied.
-
-    glibc adapts its mmap threshold to the sizes freed so far, so that large activations are
-    sometimes mmap-ed (and zero-filled by the kernel on every pass) and sometimes served from the
-    heap; batch-256 CPU timings vary about 2x with that state. Pinning both thresholds makes the
-    allocator's behaviour the same for every measurement. A no-op returning False without glibc.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.gnu_get_libc_version  # noqa: B018 - only glibc has it
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    trimmed = mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
-    mapped = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-    return bool(trimmed and mapped)
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def environment(
-    device: torch.device,
-    *,
-    dtype: torch.dtype,
-    batch_sizes: Mapping[str, int],
-    malloc_pinned: bool | None = None,
-    channels_last: bool = False,
-) -> dict[str, Any]:
-    """What the measurements depend on (no dates or times, so that outputs stay reproducible)."""
-    import torchvision  # local: only needed to report its version
-
-    cuda = device.type == "cuda"
-    return {
-        "device_type": device.type,
-        "device_name": torch.cuda.get_device_name(device) if cuda else _cpu_name(),
-        "torch_version": torch.__version__,
-        "torchvision_version": torchvision.__version__,
-        "cuda_version": torch.version.cuda if cuda else None,
-        "cudnn_version": torch.backends.cudnn.version() if cuda else None,
-        "dtype": str(dtype).removeprefix("torch."),
-        "channels_last": channels_last,
-        "threads": torch.get_num_threads(),
-        "batch_sizes": dict(batch_sizes),
-        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
-        "malloc_pinned": malloc_pinned,
-        "python_version": platform.python_version(),
-    }
-
-
 def _chunks(total: int, parts: int) -> list[int]:
     base, extra = divmod(total, parts)
     return [base + (1 if i < extra else 0) for i in range(parts) if base or i < extra]
@@ -682,8 +610,8 @@ def profile_network(
     iterations: int,
     device: torch.device,
     threads: int,
-    dtype: torch.dtype = torch.float32,
-    channels_last: bool = False,
+    dtype: torch.dtype,
+    channels_last: bool,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Profile ``model`` at every batch size; layer, component, exit and summary tables.
@@ -701,7 +629,7 @@ def profile_network(
     if device.type == "cpu":
         torch.set_num_threads(threads)
     pinned = pin_malloc_thresholds()
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    fmt = memory_format(channels_last)
     model.to(device=device, dtype=dtype, memory_format=fmt)
     generator = torch.Generator().manual_seed(seed)
     tables: dict[str, list[pd.DataFrame]] = {"layers": [], "components": [], "exits": []}
@@ -739,7 +667,7 @@ def profile_study_network(
     timing: Mapping[str, Any],
     *,
     device: torch.device,
-    compute: Mapping[str, Any] | None = None,
+    compute: Mapping[str, Any],
 ) -> dict[str, Any]:
     """:func:`profile_network` with the study's ``timing`` and ``compute`` config sections.
 
@@ -747,8 +675,7 @@ def profile_study_network(
     ``timing["throughput_iterations"]`` (its passes are a hundred times longer).
     """
     iterations = {"latency": timing["iterations"], "throughput": timing["throughput_iterations"]}
-    compute = dict(compute or {})
-    torch.backends.cudnn.benchmark = bool(compute.get("cudnn_benchmark", False))
+    apply_compute(compute)
     parts = [
         profile_network(
             model,
@@ -758,8 +685,7 @@ def profile_study_network(
             iterations=iterations[setting],
             device=device,
             threads=timing["threads"],
-            dtype=getattr(torch, compute.get("dtype", "float32")),
-            channels_last=bool(compute.get("channels_last", False)),
+            **compute_options(compute),
         )
         for setting, batch_size in timing["batch_sizes"].items()
     ]

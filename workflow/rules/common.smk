@@ -1,4 +1,5 @@
-# Config validation and the helpers (get_<thing>) the rules share.
+# Config validation and the helpers (get_<thing>) the rules share. Paths come from the package's
+# Layout, the one place the results/ layout is written.
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -8,10 +9,13 @@ from adaptive_inference.config import (
     check_config,
     figure_notebooks,
     figure_options,
+    network_training,
+    pretrained_networks,
     reference_network,
     runtime_schemes,
 )
 from adaptive_inference.joblog import put_package_on_job_path
+from adaptive_inference.layout import Layout
 from adaptive_inference.notebooks import NOTEBOOKS, figure_names
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
@@ -22,18 +26,17 @@ except ConfigError as error:
 
 put_package_on_job_path()
 
-RESULTS = "results"
-LOGS = f"{RESULTS}/logs"
+L = Layout("results")
 NETWORKS = list(config["networks"])
 SCHEMES = list(config["policies"]["schemes"])
 RUNTIME_SCHEMES = runtime_schemes(config)
+SETTINGS = list(config["timing"]["batch_sizes"])  # latency, throughput
 # The notebook templates and the plotting module they import are inputs of the notebook rules
 # (an edit re-runs them); they live beside the Snakefile, wherever the results are written.
 NOTEBOOK_TEMPLATES = Path(workflow.basedir) / "notebooks"
 FIGURE_HELPERS = Path(workflow.basedir) / "src" / "adaptive_inference" / "figures.py"
-RENDERED = f"{RESULTS}/notebooks"
-FIGURES = f"{RESULTS}/figures"
 NOTEBOOK_SECTIONS = {name: name.split("_", 1)[1] for name in NOTEBOOKS}  # 2_early_exit: early_exit
+ENV = "../../envs/environment.yaml"
 FASHION_MNIST_RAW = [
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -45,6 +48,7 @@ FASHION_MNIST_RAW = [
 wildcard_constraints:
     network="|".join(NETWORKS),
     scheme="|".join(SCHEMES),
+    setting="|".join(SETTINGS),
     shard=r"\d+",
     which="eval|train",
 
@@ -69,33 +73,34 @@ def get_training_inputs(wildcards):
     """What training a network reads: the dataset; a pre-trained network's exit heads learn on
     the evaluation set's head_train split (or on data.imagenet.train)."""
     inputs = {"data": get_dataset_files()}
-    if config["networks"][wildcards.network]["arch"] == "torchvision":
-        inputs["splits"] = f"{RESULTS}/splits/eval_splits.parquet"
+    if wildcards.network in pretrained_networks(config):
+        inputs["splits"] = L.splits
     return inputs
 
 
 def get_feature_loader_params(wildcards):
     """How a pre-trained network's pooled features are read for its heads (extraction's batch
     size and workers); nothing for a network trained here, so these never retrain it."""
-    if config["networks"][wildcards.network]["arch"] != "torchvision":
+    if wildcards.network not in pretrained_networks(config):
         return {}
     return {key: config["extraction"][key] for key in ("batch_size", "num_workers")}
 
 
 def get_pretrained_num_classes():
     """The classes the pre-trained networks predict (all must agree), or None."""
-    from adaptive_inference.config import pretrained_networks
-
     if not pretrained_networks(config):
         return None
-    from adaptive_inference.pretrained import num_classes_of  # imports torchvision.models
+    # torchvision's models take seconds to import: only a paper-setup study pays it
+    from adaptive_inference.pretrained import num_classes_of
 
     counts = {
         num_classes_of(config["networks"][n]["options"]["model"], config["networks"][n]["options"]["weights"])
         for n in pretrained_networks(config)
     }
     if len(counts) > 1:
-        raise WorkflowError(f"Invalid config: the pre-trained networks predict {sorted(counts)} classes; use weights of one label set.")
+        raise WorkflowError(
+            f"Invalid config: the pre-trained networks predict {sorted(counts)} classes; use weights of one label set."
+        )
     return counts.pop()
 
 
@@ -111,43 +116,84 @@ def get_data_params():
 
 def get_network_params(wildcards):
     """A network's own config entry and its merged training section."""
-    from adaptive_inference.config import network_training
-
     entry = config["networks"][wildcards.network]
     return {
         "arch": entry["arch"],
-        "options": entry.get("options", {}),
+        "options": entry["options"],
         "training": network_training(config, wildcards.network),
     }
 
 
 def get_extraction_shards(wildcards):
     """The shard files of one network's extraction (``extraction.shards`` of them)."""
-    folder = f"{RESULTS}/predictions/{wildcards.network}/shards"
     return [
-        f"{folder}/{index}.{ext}"
+        L.shard(wildcards.network, index, ext)
         for index in range(config["extraction"]["shards"])
         for ext in ("npy", "parquet", "json")
     ]
 
 
+def get_models():
+    return {f"model_{n}": L.network(n) for n in NETWORKS}
+
+
+def get_cost_params(wildcards):
+    """What the joint timing job of one setting needs: its batch size and rounds, the schemes'
+    graphs (which components exist), the features' shape, the reference."""
+    timing = config["timing"]
+    latency = wildcards.setting == "latency"
+    return {
+        "batch_size": timing["batch_sizes"][wildcards.setting],
+        "rounds": timing["rounds"] if latency else timing["throughput_rounds"],
+        "warmup": timing["warmup_rounds"],
+        "threads": timing["threads"],
+        "schemes": config["policies"]["schemes"],
+        "topk": config["policies"]["topk"],
+        "path_features": config["policies"]["path_features"],
+        "reference": reference_network(config),
+    }
+
+
 def get_scheme_inputs(wildcards):
-    """Predictions and exit costs of the networks of one scheme, keyed by network."""
+    """Predictions of the networks of one scheme, keyed by network, the costs of both
+    settings and the splits."""
     networks = config["policies"]["schemes"][wildcards.scheme]["networks"]
-    inputs = {}
-    for network in networks:
-        inputs[f"predictions_{network}"] = f"{RESULTS}/predictions/{network}/predictions.parquet"
-        inputs[f"exits_{network}"] = f"{RESULTS}/timing/{network}/exits.parquet"
-    return inputs
+    return {
+        **{f"predictions_{n}": L.predictions(n) for n in networks},
+        **{f"costs_{s}": L.costs(s) for s in SETTINGS},
+        "splits": L.splits,
+    }
 
 
 def get_policy_params():
     """The policies section without the schemes (each job gets its own scheme)."""
-    return {k: v for k, v in config["policies"].items() if k not in ("schemes", "decision_timing")}
+    return {k: v for k, v in config["policies"].items() if k != "schemes"}
 
 
-def get_reference():
-    return reference_network(config)
+def get_runtime_inputs(wildcards):
+    """What measuring one scheme's runtime reads: its networks, their predictions, the costs,
+    the fitted points and policies and the splits."""
+    networks = config["policies"]["schemes"][wildcards.scheme]["networks"]
+    return {
+        **get_scheme_inputs(wildcards),
+        **{f"model_{n}": L.network(n) for n in networks},
+        "points": L.policies(wildcards.scheme, "points.parquet"),
+        "policies": L.policies(wildcards.scheme, "policies.json"),
+    }
+
+
+def get_policy_results(name, schemes):
+    """One table (``points.parquet``, ``nodes.parquet``, ``speedup_at_loss.csv``) of each
+    scheme."""
+    return [L.policies(scheme, name) for scheme in dict.fromkeys(schemes)]
+
+
+def get_runtime_results(name):
+    """One table of the runtime's measurements of each measured scheme."""
+    return [L.runtime(scheme, name) for scheme in RUNTIME_SCHEMES]
+
+
+# --- the notebooks ---------------------------------------------------------------------------
 
 
 def get_figure_options(name):
@@ -155,14 +201,63 @@ def get_figure_options(name):
     return figure_options(config, NOTEBOOK_SECTIONS[name])
 
 
-def get_notebook_template(name):
-    return NOTEBOOK_TEMPLATES / f"{name}.ipynb"
+def get_notebook_inputs(name):
+    """The tables notebook ``name`` reads (its template and the plotting module besides)."""
+    options = get_figure_options(name)
+    if name == "1_networks":
+        return {
+            "predictions": [L.predictions(n) for n in NETWORKS],
+            "costs": L.costs(config["figures"]["networks"]["setting"]),
+            "layers": [L.timing(n, "layers.parquet") for n in NETWORKS],
+            "splits": L.splits,
+        }
+    if name == "2_early_exit":
+        return {"points": L.policies(options["scheme"], "points.parquet"),
+                "headline": L.policies(options["scheme"], "speedup_at_loss.csv")}
+    if name == "3_network_selection":
+        schemes = options["schemes"] + options["compare_schemes"]
+        return {"points": get_policy_results("points.parquet", schemes),
+                "headline": get_policy_results("speedup_at_loss.csv", schemes)}
+    if name == "4_exit_proportions":
+        return {"points": get_policy_results("points.parquet", options["schemes"]),
+                "nodes": get_policy_results("nodes.parquet", options["schemes"])}
+    if name == "5_oracle":
+        return {"points": get_policy_results("points.parquet", options["schemes"])}
+    if name == "6_summary":
+        return {
+            "headline": get_policy_results("speedup_at_loss.csv", SCHEMES),
+            "robustness": [L.robustness(s) for s in SCHEMES],
+            "manifests": [L.predictions(n, "manifest.json") for n in NETWORKS],
+            "costs": L.costs(config["policies"]["setting"], "json"),
+            "splits": L.splits,
+        }
+    if name == "7_runtime":
+        return {kind: get_runtime_results(f"{kind}.parquet") for kind in ("speedups", "segments", "examples")}
+    raise ValueError(f"unknown notebook {name}")
+
+
+def get_notebook_options(name):
+    """A notebook's parameters besides its inputs: its section, and what the summary names."""
+    options = get_figure_options(name)
+    if name == "1_networks":
+        options["networks"] = NETWORKS
+    if name in ("4_exit_proportions", "5_oracle"):
+        options["confidence"] = config["policies"]["operating_points"]["confidence"]
+    if name == "6_summary":
+        options.update(
+            study=config["study"],
+            networks=NETWORKS,
+            setting=config["policies"]["setting"],
+            losses=config["policies"]["losses"],
+            pages=[n for n in figure_notebooks(config) if n != "6_summary"],
+        )
+    return options
 
 
 def get_figure_files(name, formats=("png", "svg")):
     """The figures a notebook saves, under results/figures/<notebook>/."""
     names = figure_names(name, get_figure_options(name))
-    return [f"{FIGURES}/{name}/{figure}.{fmt}" for figure in names for fmt in formats]
+    return [L.figure(name, figure, fmt) for figure in names for fmt in formats]
 
 
 def get_notebook_figures(name):
@@ -180,50 +275,15 @@ def get_notebook_figures(name):
     return outputs
 
 
-def get_policy_results(kind, schemes):
-    """One table (points, nodes, speedup_at_loss.csv) of each scheme."""
-    filename = "speedup_at_loss.csv" if kind == "headline" else f"{kind}.parquet"
-    return [f"{RESULTS}/policies/{scheme}/{filename}" for scheme in dict.fromkeys(schemes)]
-
-
-def get_runtime_inputs(wildcards):
-    """What measuring one scheme's runtime reads: its networks, their predictions and exit
-    costs, the decision's cost, the fitted policies and the splits."""
-    networks = config["policies"]["schemes"][wildcards.scheme]["networks"]
-    return {
-        **get_scheme_inputs(wildcards),
-        **{f"model_{n}": f"{RESULTS}/networks/{n}/model.pt" for n in networks},
-        "policies": f"{RESULTS}/policies/{wildcards.scheme}/policies.pkl",
-        "decision": f"{RESULTS}/timing/policy_decision.json",
-        "splits": f"{RESULTS}/splits/eval_splits.parquet",
-    }
-
-
-def get_runtime_params():
-    """The runtime section without the schemes (a job per scheme), its batch size resolved."""
-    runtime = {k: v for k, v in config["runtime"].items() if k != "schemes"}
-    runtime["batch_size"] = runtime["batch_size"] or config["timing"]["batch_sizes"]["throughput"]
-    return runtime
-
-
-def get_runtime_results(kind):
-    """One table of the runtime's measurements (speedups, segments, examples) of each measured
-    scheme."""
-    return [f"{RESULTS}/runtime/{scheme}/{kind}.parquet" for scheme in RUNTIME_SCHEMES]
-
-
 def get_index_pages():
     """The index page's entries: each rendered notebook and its figures (PNG), relative to
     results/."""
     return [
         {
             "name": name,
-            "html": f"notebooks/{name}.html",
-            "notebook": f"notebooks/{name}.ipynb",
-            "figures": [
-                str(Path(path).relative_to(RESULTS))
-                for path in get_figure_files(name, formats=("png",))
-            ],
+            "html": str(Path(L.notebook(name, "html")).relative_to(L.root)),
+            "notebook": str(Path(L.notebook(name, "ipynb")).relative_to(L.root)),
+            "figures": [str(Path(path).relative_to(L.root)) for path in get_figure_files(name, formats=("png",))],
         }
         for name in figure_notebooks(config)
     ]
@@ -233,17 +293,19 @@ def get_rendered_notebooks():
     """Every rendered notebook, its executed notebook and its figures, and the index."""
     outputs = []
     for name in figure_notebooks(config):
-        outputs += [f"{RENDERED}/{name}.ipynb", f"{RENDERED}/{name}.html", *get_figure_files(name)]
-    return outputs + [f"{RESULTS}/index.html"]
+        outputs += [L.notebook(name, "ipynb"), L.notebook(name, "html"), *get_figure_files(name)]
+    return outputs + [L.index]
 
 
 def get_final_outputs():
     return [
-        f"{RESULTS}/splits/eval_splits.parquet",
-        *expand(f"{RESULTS}/networks/{{network}}/training_curve.png", network=NETWORKS),
-        *expand(f"{RESULTS}/predictions/{{network}}/manifest.json", network=NETWORKS),
-        *expand(f"{RESULTS}/timing/{{network}}/summary.json", network=NETWORKS),
-        *expand(f"{RESULTS}/policies/{{scheme}}/speedup_at_loss.csv", scheme=SCHEMES),
-        *get_runtime_results("speedups"),
+        L.splits,
+        *[L.network(n, "training_curve.png") for n in NETWORKS],
+        *[L.predictions(n, "manifest.json") for n in NETWORKS],
+        *[L.timing(n, "summary.json") for n in NETWORKS],
+        *[L.costs(s, ext) for s in SETTINGS for ext in ("parquet", "json")],
+        *get_policy_results("speedup_at_loss.csv", SCHEMES),
+        *[L.robustness(s) for s in SCHEMES],
+        *get_runtime_results("speedups.parquet"),
         *get_rendered_notebooks(),
     ]

@@ -12,9 +12,9 @@ if config["data"]["dataset"] == "imagenet":
             index=f"{config['data']['root']}/imagenet/{{which}}_index.parquet",
             summary=f"{config['data']['root']}/imagenet/{{which}}_summary.json",
         log:
-            f"{LOGS}/prepare_data/{{which}}.log",
+            L.log("prepare_data", "{which}"),
         conda:
-            "../../envs/environment.yaml"
+            ENV
         threads: workflow.cores
         params:
             imagenet=config["data"]["imagenet"],
@@ -28,9 +28,9 @@ else:
         output:
             get_dataset_files(),
         log:
-            f"{LOGS}/prepare_data.log",
+            L.log("prepare_data"),
         conda:
-            "../../envs/environment.yaml"
+            ENV
         params:
             # data.source and data.download say where the files come from, not what they hold:
             # the script reads them from the config, so changing them re-runs nothing.
@@ -43,11 +43,11 @@ rule make_splits:
     input:
         get_eval_files(),
     output:
-        f"{RESULTS}/splits/eval_splits.parquet",
+        L.splits,
     log:
-        f"{LOGS}/make_splits.log",
+        L.log("make_splits"),
     conda:
-        "../../envs/environment.yaml"
+        ENV
     params:
         data=get_data_params(),
         splits=config["splits"],

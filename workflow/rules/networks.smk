@@ -6,14 +6,14 @@ rule train_network:
     input:
         unpack(get_training_inputs),
     output:
-        model=f"{RESULTS}/networks/{{network}}/model.pt",
-        curve=f"{RESULTS}/networks/{{network}}/training_curve.csv",
+        model=L.network("{network}"),
+        curve=L.network("{network}", "training_curve.csv"),
     log:
-        f"{LOGS}/train_network/{{network}}.log",
+        L.log("train_network", "{network}"),
     benchmark:
-        f"{RESULTS}/benchmarks/train_network/{{network}}.tsv"
+        L.benchmark("train_network", "{network}")
     conda:
-        "../../envs/environment.yaml"
+        ENV
     threads: workflow.cores
     resources:
         gpu=1 if config["device"] == "cuda" else 0,
@@ -28,12 +28,12 @@ rule train_network:
 
 rule plot_training_curve:
     input:
-        f"{RESULTS}/networks/{{network}}/training_curve.csv",
+        L.network("{network}", "training_curve.csv"),
     output:
-        f"{RESULTS}/networks/{{network}}/training_curve.png",
+        L.network("{network}", "training_curve.png"),
     log:
-        f"{LOGS}/plot_training_curve/{{network}}.log",
+        L.log("plot_training_curve", "{network}"),
     conda:
-        "../../envs/environment.yaml"
+        ENV
     script:
         "../scripts/plot_training_curve.py"

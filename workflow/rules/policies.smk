@@ -1,48 +1,48 @@
-# The policies: the decision's own cost, then per scheme the paper's learned policies, the
-# baselines and the budget sweep (changing the lambda grid re-runs these jobs only).
-
-
-rule time_policy_decision:
-    input:
-        splits=f"{RESULTS}/splits/eval_splits.parquet",
-    output:
-        f"{RESULTS}/timing/policy_decision.json",
-    log:
-        f"{LOGS}/time_policy_decision.log",
-    conda:
-        "../../envs/environment.yaml"
-    threads: workflow.cores
-    params:
-        batch_sizes=config["timing"]["batch_sizes"],
-        threads=config["timing"]["threads"],
-        topk=config["policies"]["topk"],
-        num_classes=PRETRAINED_NUM_CLASSES,
-        decision_timing=config["policies"]["decision_timing"],
-        device=config["device"],
-    script:
-        "../scripts/time_policy_decision.py"
+# The policies: per scheme, the paper's learned policies, the baselines and the budget sweep,
+# with the operating points chosen on policy_validation; then the same repeated over resplits
+# (changing the lambda grid re-runs these jobs only).
 
 
 rule fit_policies:
     input:
         unpack(get_scheme_inputs),
-        splits=f"{RESULTS}/splits/eval_splits.parquet",
-        decision=f"{RESULTS}/timing/policy_decision.json",
     output:
-        points=f"{RESULTS}/policies/{{scheme}}/points.parquet",
-        nodes=f"{RESULTS}/policies/{{scheme}}/nodes.parquet",
-        headline=f"{RESULTS}/policies/{{scheme}}/speedup_at_loss.csv",
-        policies=f"{RESULTS}/policies/{{scheme}}/policies.pkl",
+        points=L.policies("{scheme}", "points.parquet"),
+        nodes=L.policies("{scheme}", "nodes.parquet"),
+        headline=L.policies("{scheme}", "speedup_at_loss.csv"),
+        policies=L.policies("{scheme}", "policies.json"),
     log:
-        f"{LOGS}/fit_policies/{{scheme}}.log",
+        L.log("fit_policies", "{scheme}"),
     benchmark:
-        f"{RESULTS}/benchmarks/fit_policies/{{scheme}}.tsv"
+        L.benchmark("fit_policies", "{scheme}")
     conda:
-        "../../envs/environment.yaml"
+        ENV
     threads: 1
     params:
         scheme=lambda wildcards: config["policies"]["schemes"][wildcards.scheme],
         policies=get_policy_params(),
-        reference=get_reference(),
+        reference=reference_network(config),
     script:
         "../scripts/fit_policies.py"
+
+
+rule robustness:
+    input:
+        unpack(get_scheme_inputs),
+    output:
+        L.robustness("{scheme}"),
+    log:
+        L.log("robustness", "{scheme}"),
+    benchmark:
+        L.benchmark("robustness", "{scheme}")
+    conda:
+        ENV
+    threads: 1
+    params:
+        scheme=lambda wildcards: config["policies"]["schemes"][wildcards.scheme],
+        policies=get_policy_params(),
+        reference=reference_network(config),
+        splits=config["splits"],
+        robustness=config["robustness"],
+    script:
+        "../scripts/robustness.py"

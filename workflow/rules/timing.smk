@@ -1,19 +1,21 @@
-# Caffe-style per-layer timing of every network. The job takes every core so that nothing runs
-# beside it, and times with `timing.threads` threads.
+# Timing. Per network, the Caffe-style per-layer tables (the breakdown of where a network's time
+# goes). Per setting (latency, throughput), the joint job that times every component of the
+# study side by side and in context: the costs the policies trade against. Each job takes every
+# core so that nothing runs beside it, and times with `timing.threads` threads.
 
 
 rule time_network:
     input:
-        model=f"{RESULTS}/networks/{{network}}/model.pt",
+        model=L.network("{network}"),
     output:
-        layers=f"{RESULTS}/timing/{{network}}/layers.parquet",
-        components=f"{RESULTS}/timing/{{network}}/components.parquet",
-        exits=f"{RESULTS}/timing/{{network}}/exits.parquet",
-        summary=f"{RESULTS}/timing/{{network}}/summary.json",
+        layers=L.timing("{network}", "layers.parquet"),
+        components=L.timing("{network}", "components.parquet"),
+        exits=L.timing("{network}", "exits.parquet"),
+        summary=L.timing("{network}", "summary.json"),
     log:
-        f"{LOGS}/time_network/{{network}}.log",
+        L.log("time_network", "{network}"),
     conda:
-        "../../envs/environment.yaml"
+        ENV
     threads: workflow.cores
     resources:
         gpu=1 if config["device"] == "cuda" else 0,
@@ -23,3 +25,26 @@ rule time_network:
         device=config["device"],
     script:
         "../scripts/time_network.py"
+
+
+rule time_costs:
+    input:
+        **get_models(),
+    output:
+        costs=L.costs("{setting}"),
+        summary=L.costs("{setting}", "json"),
+    log:
+        L.log("time_costs", "{setting}"),
+    benchmark:
+        L.benchmark("time_costs", "{setting}")
+    conda:
+        ENV
+    threads: workflow.cores
+    resources:
+        gpu=1 if config["device"] == "cuda" else 0,
+    params:
+        costs=get_cost_params,
+        compute=config["compute"],
+        device=config["device"],
+    script:
+        "../scripts/time_costs.py"

@@ -4,16 +4,17 @@ shard of it (rules extract_predictions and extract_shard)."""
 import torch
 
 from adaptive_inference.data import load_split
-from adaptive_inference.extraction import extract, resolve_device, shard
+from adaptive_inference.device import apply_compute, resolve_device
+from adaptive_inference.extraction import extract, shard
 from adaptive_inference.joblog import job_log
+from adaptive_inference.networks import load_network
 from adaptive_inference.pretrained import transforms_of
-from adaptive_inference.training import load_network
 
 with job_log(snakemake.log[0]) as log:
     p, out = snakemake.params, snakemake.output
     torch.set_num_threads(snakemake.threads)
     device = resolve_device(p.device)
-    torch.backends.cudnn.benchmark = p.compute["cudnn_benchmark"]
+    apply_compute(p.compute)
     model, spec = load_network(snakemake.input.model, with_spec=True)
     transform = transforms_of(spec["model"], spec["weights"]) if spec["arch"] == "torchvision" else None
     dataset, first_id = load_split(p.data, p.data["root"], train=False, transform=transform), 0

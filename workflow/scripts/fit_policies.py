@@ -1,41 +1,37 @@
-"""Learn one scheme's policies, run its baselines and sweep its budgets (rule fit_policies)."""
+"""Learn one scheme's policies, run its baselines, sweep its budgets and choose its operating
+points on validation (rule fit_policies)."""
 
-import pandas as pd
-
-from adaptive_inference.graph import scheme_graph
-from adaptive_inference.io import atomic_path, read_json, write_parquet
+from adaptive_inference.io import atomic_path, write_parquet
 from adaptive_inference.joblog import job_log
-from adaptive_inference.splits import ids_of
-from adaptive_inference.sweep import run_sweep, save_policies, speedup_at_loss, sweep_options
+from adaptive_inference.study import check_family, save_policies, study_from_files
+from adaptive_inference.sweep import run_sweep, sweep_options
 
 with job_log(snakemake.log[0]) as log:
     p, inputs, out = snakemake.params, snakemake.input, snakemake.output
     networks = p.scheme["networks"]
-    decision = read_json(inputs.decision)["settings"][p.policies["setting"]]
-    graph = scheme_graph(
-        p.scheme["graph"],
-        networks,
-        {n: pd.read_parquet(inputs[f"predictions_{n}"]) for n in networks},
-        {n: pd.read_parquet(inputs[f"exits_{n}"]) for n in networks},
-        reference=p.reference,
-        setting=p.policies["setting"],
-        decision_ms=decision["per_example_ms"],
-        topk=p.policies["topk"],
-        path_features=p.policies["path_features"],
+    setting = p.policies["setting"]
+    study = study_from_files(
+        snakemake.wildcards.scheme, p.scheme, p.policies, p.reference,
+        predictions={n: inputs[f"predictions_{n}"] for n in networks},
+        costs={setting: inputs[f"costs_{setting}"]}, splits=inputs.splits,
     )
-    graph.scheme = snakemake.wildcards.scheme
-    splits = pd.read_parquet(inputs.splits)
-    train, test = ids_of(splits, "policy_train"), ids_of(splits, "test")
-    log.info("graph %s: nodes %s, %d policy-training and %d test examples, decision %.4f ms",
-             p.scheme["graph"], graph.names, len(train), len(test), decision["per_example_ms"])
-    result = run_sweep(graph, train, test, **sweep_options(p.policies))
+    train, validation, test = (study.ids(s) for s in ("policy_train", "policy_validation", "test"))
+    family = check_family(
+        {n: study.tables[n] for n in networks}, train,
+        reference=p.reference if p.reference in networks else networks[-1],
+        allow_near_chance=p.policies["allow_near_chance"],
+    )
+    log.info("family (top-1 on policy_train):\n%s", family.to_string())
+    graph = study.graph(setting)
+    log.info("graph %s: nodes %s, decisions %s ms, %d / %d / %d examples (fit, validation, test)",
+             graph.kind, graph.names, graph.decision_ms.round(4).tolist(), len(train),
+             len(validation), len(test))
+    result = run_sweep(graph, train, validation, test, **sweep_options(p.policies))
     write_parquet(result.points, out.points)
     write_parquet(result.nodes, out.nodes)
-    save_policies(result, out.policies)
-    headline = pd.concat(
-        [speedup_at_loss(result.points, p.policies["loss_levels"], metric=m) for m in p.policies["losses"]],
-        ignore_index=True,
-    )
-    log.info("speedup at loss:\n%s", headline.to_string())
+    save_policies(result.policies, out.policies)
+    log.info("operating points:\n%s", result.headline[
+        ["method", "train_loss", "metric", "max_loss", "choice", "speedup", "speedup_lo",
+         "speedup_hi", "within_budget"]].to_string())
     with atomic_path(out.headline) as tmp:
-        headline.to_csv(tmp, index=False)
+        result.headline.to_csv(tmp, index=False)

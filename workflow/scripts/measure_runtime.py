@@ -1,42 +1,45 @@
 """Run one scheme's policies for real at its operating points, interleaved with the reference
-network alone: measured against predicted speedup, batch 1 and batched (rule measure_runtime)."""
+network alone: measured against predicted speedup, batch 1 and rebatched (rule measure_runtime)."""
 
 import torch
 
-from adaptive_inference.extraction import resolve_device
+from adaptive_inference.device import compute_options, environment, pin_malloc_thresholds, resolve_device
 from adaptive_inference.io import write_json, write_parquet
 from adaptive_inference.joblog import job_log
-from adaptive_inference.runtime import compute_options
-from adaptive_inference.runtime_measure import measure_configured
-from adaptive_inference.timing import environment, pin_malloc_thresholds
+from adaptive_inference.networks import load_network
+from adaptive_inference.runtime_measure import RuntimeSettings, measure_scheme, network_images
+from adaptive_inference.study import study_from_files
 
 with job_log(snakemake.log[0]) as log:
-    inputs, out, config = snakemake.input, snakemake.output, dict(snakemake.params.items())
-    scheme, networks = snakemake.wildcards.scheme, config["scheme"]["networks"]
-    torch.set_num_threads(config["timing"]["threads"])
+    p, inputs, out = snakemake.params, snakemake.input, snakemake.output
+    scheme, networks = snakemake.wildcards.scheme, p.scheme["networks"]
+    torch.set_num_threads(p.threads)
     pinned = pin_malloc_thresholds()
-    device = resolve_device(config["device"])
-    log.info("scheme %s on %s, %d threads", scheme, device, torch.get_num_threads())
-    result = measure_configured(
-        scheme,
-        config,
+    device = resolve_device(p.device)
+    study = study_from_files(
+        scheme, p.scheme, p.policies, p.reference,
         predictions={n: inputs[f"predictions_{n}"] for n in networks},
-        exits={n: inputs[f"exits_{n}"] for n in networks},
-        models={n: inputs[f"model_{n}"] for n in networks},
-        decision=inputs.decision,
-        policies=inputs.policies,
-        splits=inputs.splits,
-        device=device,
+        costs={s: inputs[f"costs_{s}"] for s in ("latency", "throughput")},
+        splits=inputs.splits, points=inputs.points, policies=inputs.policies,
     )
-    columns = ["mode", "label", "predicted_speedup", "retimed_speedup", "measured_speedup", "ratio",
-               "retimed_ratio", "different"]
+    settings = RuntimeSettings.from_config(
+        p.runtime, throughput_batch=p.throughput_batch,
+        confidence=p.policies["operating_points"]["confidence"],
+    )
+    ids = study.ids("test")[: settings.max_examples]
+    loaded = {n: load_network(inputs[f"model_{n}"], with_spec=True) for n in networks}
+    log.info("scheme %s on %s, %d threads, %d test examples", scheme, device, torch.get_num_threads(), len(ids))
+    result = measure_scheme(
+        study, {n: model for n, (model, _) in loaded.items()},
+        network_images(p.data, {n: spec for n, (_, spec) in loaded.items()}, ids), ids,
+        settings=settings, setting=p.policies["setting"], device=device, compute=p.compute,
+    )
+    columns = ["mode", "label", "predicted_speedup", "measured_speedup", "ratio", "throughput",
+               "reference_throughput", "different"]
     log.info("measured against predicted:\n%s", result.speedups[columns].to_string())
     write_parquet(result.speedups, out.speedups)
     write_parquet(result.segments, out.segments)
     write_parquet(result.examples, out.examples)
-    env = environment(
-        device, dtype=compute_options(config["compute"])["dtype"],
-        batch_sizes={"latency": 1, "throughput": config["runtime"]["batch_size"]},
-        malloc_pinned=pinned,
-    )
+    env = environment(device, batch_sizes={"latency": 1, "throughput": settings.batch_size},
+                      malloc_pinned=pinned, **compute_options(p.compute))
     write_json({**result.summary, "environment": env}, out.summary)

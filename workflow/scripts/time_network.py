@@ -2,11 +2,11 @@
 
 import torch
 
-from adaptive_inference.extraction import resolve_device
+from adaptive_inference.device import resolve_device
 from adaptive_inference.io import write_json, write_parquet
 from adaptive_inference.joblog import job_log
+from adaptive_inference.networks import load_network
 from adaptive_inference.timing import profile_study_network
-from adaptive_inference.training import load_network
 
 with job_log(snakemake.log[0]) as log:
     p, out = snakemake.params, snakemake.output

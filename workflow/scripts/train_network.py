@@ -5,28 +5,26 @@ import pandas as pd
 import torch
 
 from adaptive_inference.data import input_shape, load_split, num_classes
-from adaptive_inference.extraction import resolve_device
+from adaptive_inference.device import resolve_device, seed_everything
 from adaptive_inference.io import atomic_path
 from adaptive_inference.joblog import job_log
-from adaptive_inference.models import build_network
+from adaptive_inference.networks import build_network, network_spec, save_network
 from adaptive_inference.pretrained import build_and_train
-from adaptive_inference.training import TrainConfig, save_network, train
+from adaptive_inference.training import TrainConfig, train
 
 
 def train_family_network(p, device, log):
     full = load_split(p.data, p.data["root"], train=True)
     held_out = min(p.data["validation_size"], len(full) // 5)
-    generator = torch.Generator().manual_seed(p.network["training"].get("seed", 0))
+    seed = p.network["training"]["seed"]
+    generator = torch.Generator().manual_seed(seed)
     val_set, train_set = torch.utils.data.random_split(
         full, [held_out, len(full) - held_out], generator=generator
     )
-    spec = {
-        "arch": p.network["arch"],
-        "num_classes": num_classes(full),
-        "in_channels": input_shape(full)[0],
-        "image_size": input_shape(full)[1],
-        **p.network["options"],
-    }
+    spec = network_spec(
+        p.network["arch"], p.network["options"], num_classes=num_classes(full), input_shape=input_shape(full)
+    )
+    seed_everything(seed)  # the initial weights, then training, from the config's seed
     model = build_network(**spec)
     cfg = TrainConfig.from_config(p.network["training"])
     log.info("training %s: %s on %d examples (%d held out), %s", snakemake.wildcards.network, spec, len(train_set), held_out, cfg)
@@ -36,6 +34,7 @@ def train_family_network(p, device, log):
 
 def train_exit_heads(p, device, log):
     log.info("loading %s and training its exit heads on frozen features", p.network["options"])
+    seed_everything(p.network["training"]["seed"])
     return build_and_train(
         p.network["options"],
         data_cfg=p.data,

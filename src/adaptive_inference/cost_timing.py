@@ -1,0 +1,274 @@
+"""The costs the policies trade against, timed side by side and in context (rule time_costs).
+
+Speedups are ratios, and CPU timings drift from one job to the next (docs/method.md, "Costs";
+STUDY.md's pitfalls: a network's median moved 0.64-1.02 ms between three processes a minute
+apart while its ratio to another network held within 3%). So one job times **every component**
+of a study, the way the runtime runs it, in **rounds**: each round runs every component once, in
+an order rotated from round to round, and every component's time in a round is divided by the
+reference network's time in the same round. A component's cost is the median of those ratios
+times the reference's median time: its ratios to the reference come from one machine state, and
+the absolute scale from the reference.
+
+The components (:mod:`adaptive_inference.costs`) are those some route of some scheme may run
+(:meth:`~adaptive_inference.graph.GraphStructure.components`): every node's segment from the
+input, every continuation between two exits of one network, each decision shape, the answer.
+Each is timed **in context**, right after what precedes it in the runtime:
+
+* a continuation ``k -> j``: after the segment that reached exit ``k`` and a decision on its
+  logits (untimed), on the activation it left;
+* a segment from the input (a route's start or a jump into another network): after the
+  previous component of the round (another network's work: a cold start);
+* a decision: right after the segment that produces its node's logits (from the input), with
+  the runtime's own :class:`~adaptive_inference.decision.NodeDecision` of the node's shape (its
+  steps and the path features it reads; every step evaluated, the costliest case), including,
+  batched, the split of the batch by action that the runtime does;
+* the answer: reading the class of the node where an example stops.
+
+Batched, every component is timed at several batch sizes (the setting's and smaller ones), so
+that the prediction can price a flush call of any size (:meth:`~adaptive_inference.costs.Costs.
+call_ms`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from adaptive_inference.costs import (
+    ANSWER,
+    TABLE_COLUMNS,
+    Key,
+    component_name,
+    key_columns,
+    segment_key,
+)
+from adaptive_inference.decision import (
+    PATH_EXTRA,
+    DecisionRule,
+    NodeDecision,
+    NodeRule,
+    PathMemo,
+    own_feature_names,
+)
+from adaptive_inference.device import memory_format
+from adaptive_inference.graph import GraphStructure
+from adaptive_inference.models import MultiExitNetwork
+from adaptive_inference.runtime import build_segment, split_by_action
+from adaptive_inference.timing import Timer
+
+
+def timing_batch_sizes(batch_size: int) -> list[int]:
+    """The batch sizes a setting is timed at: its own, a quarter and a sixteenth of it, and 1
+    (where a flush call's cost is interpolated)."""
+    return sorted({batch_size, max(1, batch_size // 4), max(1, batch_size // 16), 1})
+
+
+def random_decision(
+    steps: int, reads: int, *, topk: int, device: torch.device, seed: int = 0
+) -> NodeDecision:
+    """A decision of a node with ``steps`` steps reading ``reads`` dominators' path features,
+    with random weights and intercepts so negative that every step is evaluated."""
+    generator = torch.Generator().manual_seed(seed)
+    own = own_feature_names(topk)
+    names = own + [f"d{d}:{f}" for d in range(reads) for f in (*own, *PATH_EXTRA)]
+    features = len(names)
+    rule = NodeRule(
+        node=reads, actions=np.arange(-1, steps, dtype=np.int64), feature_names=names,
+        mean=torch.rand(features, generator=generator).double().numpy(),
+        scale=(torch.rand(features, generator=generator) + 0.5).double().numpy(),
+        coef=torch.randn(steps, features, generator=generator).double().numpy() * 1e-3,
+        intercept=np.full(steps, -1e6), learned=np.ones(steps, dtype=bool),
+    )
+    return NodeDecision(
+        reads, rule.actions.tolist(), rule=DecisionRule(rule, device), constant=None, topk=topk,
+        reads=tuple(range(reads)),
+    )
+
+
+class _Component:
+    """One component with what precedes it: ``prepare()`` runs the context (untimed) and
+    returns the call to time."""
+
+    def __init__(self, key: Key, prepare: Callable[[], Callable[[], Any]]) -> None:
+        self.key = key
+        self.prepare = prepare
+
+
+def _components(
+    keys: Sequence[Key],
+    networks: Mapping[str, MultiExitNetwork],
+    inputs: Mapping[str, torch.Tensor],
+    reference: Key,
+    *,
+    topk: int,
+    device: torch.device,
+) -> list[_Component]:
+    """Every component of ``keys`` at the batch size of ``inputs``, with its context."""
+    batch = next(iter(inputs.values())).shape[0]
+    rows = torch.arange(batch, device=device)
+    segments = {k: build_segment(networks[k[1]], k, name=component_name(k)) for k in keys
+                if k[0] == "segment"}
+    ref_segment = segments[reference]
+    ref_input = inputs[reference[1]]
+    settle = random_decision(1, 0, topk=topk, device=device, seed=1)
+
+    def decide(decision: NodeDecision, logits: torch.Tensor, memo: PathMemo | None):
+        if batch == 1:
+            return decision.one(logits, memo)
+        return split_by_action(decision, decision.many(logits, memo, rows), rows)
+
+    def for_segment(key: Key) -> _Component:
+        segment = segments[key]
+        x = inputs[key[1]]
+        if key[2] is None:
+            return _Component(key, lambda: (lambda: segment(x)))
+        before = segments.get(segment_key(key[1], None, key[2])) or build_segment(
+            networks[key[1]], segment_key(key[1], None, key[2]), name="before"
+        )
+
+        def prepare():
+            h, logits = before(x)
+            decide(settle, logits, None)
+            return lambda: segment(h)
+
+        return _Component(key, prepare)
+
+    def for_decision(key: Key) -> _Component:
+        _, steps, reads, network, exit = key
+        decision = random_decision(steps, reads, topk=topk, device=device)
+        producer = segments.get(segment_key(network, None, exit)) or build_segment(
+            networks[network], segment_key(network, None, exit), name="producer"
+        )
+        x = inputs[network]
+        memo = None
+        if reads:
+            memo = PathMemo(None if batch == 1 else batch)
+            _, logits = producer(x)
+            for d in range(reads):
+                keeper = NodeDecision(d, [-1], rule=None, constant=-1, topk=topk, keep=True)
+                keeper.many(logits, memo, rows) if batch > 1 else keeper.one(logits, memo)
+
+        def prepare():
+            _, logits = producer(x)
+            return lambda: decide(decision, logits, memo)
+
+        return _Component(key, prepare)
+
+    def for_answer() -> _Component:
+        classes = torch.empty(batch, dtype=torch.int64, device=device)
+
+        def prepare():
+            _, logits = ref_segment(ref_input)
+            if batch == 1:
+                return lambda: int(logits.argmax(1))
+            return lambda: classes.__setitem__(rows, logits.argmax(1))
+
+        return _Component(ANSWER, prepare)
+
+    builders = {"segment": for_segment, "decision": for_decision}
+    return [for_answer() if k == ANSWER else builders[k[0]](k) for k in keys]
+
+
+def _rotations(count: int, rounds: int) -> Iterator[list[int]]:
+    for r in range(rounds):
+        shift = r % count
+        yield list(range(shift, count)) + list(range(shift))
+
+
+def time_rounds(
+    components: Sequence[_Component], reference: Key, *, rounds: int, warmup: int,
+    device: torch.device,
+) -> dict[Key, np.ndarray]:
+    """Each component's time (ms) in each of ``rounds`` rounds (after ``warmup`` untimed
+    ones), every round running all of them once in a rotated order."""
+    timer = Timer(device)
+    times = {c.key: np.empty(rounds) for c in components}
+    for r, order in enumerate(_rotations(len(components), warmup + rounds)):
+        keys = []
+        for i in order:
+            call = components[i].prepare()
+            timer.call(call)
+            keys.append(components[i].key)
+        if r >= warmup:
+            for key, ms in zip(keys, timer.finish_pass()):
+                times[key][r - warmup] = ms
+        else:
+            timer.finish_pass()
+    if reference not in times:
+        raise ValueError(f"the reference {component_name(reference)} was not timed")
+    return times
+
+
+def _summary(key: Key, batch: int, samples: np.ndarray, ratios: np.ndarray, ref_median: float):
+    q25, median, q75 = np.percentile(samples, [25, 50, 75])
+    r25, ratio, r75 = np.percentile(ratios, [25, 50, 75])
+    return {
+        **key_columns(key), "batch_size": batch, "rounds": len(samples), "median_ms": median,
+        "q25_ms": q25, "q75_ms": q75, "ratio_median": ratio, "ratio_q25": r25, "ratio_q75": r75,
+        "cost_ms": ratio * ref_median, "per_example_ms": ratio * ref_median / batch,
+    }
+
+
+def measure_costs(
+    networks: Mapping[str, MultiExitNetwork],
+    structures: Sequence[GraphStructure],
+    *,
+    input_shapes: Mapping[str, Sequence[int]],
+    reference: str,
+    batch_sizes: Sequence[int],
+    rounds: int,
+    warmup: int,
+    topk: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    channels_last: bool,
+    seed: int = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Time every component of ``structures`` at every batch size (module doc); one row per
+    component and batch size (:data:`~adaptive_inference.costs.TABLE_COLUMNS`).
+
+    Args:
+        networks: the study's networks by name (moved to ``device``, ``dtype`` and the memory
+            format in place; eval mode).
+        structures: the schemes' graph structures (which components exist, their shapes).
+        input_shapes: ``(C, H, W)`` of each network's input (random inputs of that shape).
+        reference: the reference network (its whole forward is the ratios' denominator).
+        batch_sizes: the batch sizes to time at.
+        rounds, warmup: timed and untimed rounds per batch size.
+        topk: the sorted probabilities among the decisions' features.
+    """
+    fmt = memory_format(channels_last)
+    for model in networks.values():
+        model.eval().to(device=device, dtype=dtype, memory_format=fmt)
+    keys = sorted(set().union(*(s.components() for s in structures)), key=str)
+    ref_exit = networks[reference].num_exits - 1
+    ref_key = segment_key(reference, None, ref_exit)
+    if ref_key not in keys:
+        keys.append(ref_key)
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    with torch.inference_mode(), tqdm(total=len(batch_sizes), desc="joint timing",
+                                      file=sys.stderr, disable=not progress) as bar:
+        for batch in batch_sizes:
+            shapes = {tuple(shape) for shape in input_shapes.values()}
+            by_shape = {
+                shape: torch.randn((batch, *shape), generator=generator).to(
+                    device=device, dtype=dtype).contiguous(memory_format=fmt)
+                for shape in shapes
+            }
+            inputs = {net: by_shape[tuple(shape)] for net, shape in input_shapes.items()}
+            components = _components(keys, networks, inputs, ref_key, topk=topk, device=device)
+            times = time_rounds(components, ref_key, rounds=rounds, warmup=warmup, device=device)
+            ref_times = times[ref_key]
+            ref_median = float(np.median(ref_times))
+            for key, samples in times.items():
+                rows.append(_summary(key, batch, samples, samples / ref_times, ref_median))
+            bar.update()
+    return pd.DataFrame(rows)[TABLE_COLUMNS]

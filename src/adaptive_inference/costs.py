@@ -1,0 +1,185 @@
+"""The costs the policies trade against, as data: per component and batch size, the time of
+one call, as the joint timing job measured it (:mod:`adaptive_inference.cost_timing`).
+
+A **component** is a piece of work the runtime does, keyed by a tuple:
+
+* ``("segment", network, source, exit)``: the stages of ``network`` after exit ``source`` (or
+  from the input, ``source`` None) up to exit ``exit``, then that exit's head;
+* ``("decision", steps, reads, network, exit)``: a policy decision with ``steps`` linear steps
+  (actions - 1) reading ``reads`` dominators' path features besides the node's own features, at
+  the node of exit ``exit`` of ``network`` (timed right after that node's logits are computed,
+  as the runtime runs it);
+* ``("answer",)``: reading the answer of the node an example stops at.
+
+:class:`Costs` holds every component's time per call at each timed batch size; the graphs take
+the per-example cost at the setting's batch size (:attr:`Costs.batch_size`), and the batched
+prediction prices a call of any size by interpolating between the timed sizes
+(:meth:`Costs.call_ms`). All times are in milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+Key = tuple
+"""A component's key (see the module doc)."""
+
+ANSWER: Key = ("answer",)
+
+TABLE_COLUMNS = [
+    "component", "kind", "network", "source", "exit", "steps", "reads", "batch_size",
+    "rounds", "median_ms", "q25_ms", "q75_ms", "ratio_median", "ratio_q25", "ratio_q75",
+    "cost_ms", "per_example_ms",
+]
+"""The columns of a joint timing table (``results/costs/<setting>.parquet``)."""
+
+
+def segment_key(network: str, source: int | None, exit: int) -> Key:
+    return ("segment", network, None if source is None else int(source), int(exit))
+
+
+def decision_key(steps: int, reads: int, network: str, exit: int) -> Key:
+    return ("decision", int(steps), int(reads), network, int(exit))
+
+
+def component_name(key: Key) -> str:
+    """A readable name of a component (the ``component`` column)."""
+    if key[0] == "segment":
+        _, network, source, exit = key
+        start = "input" if source is None else f"exit{source}"
+        return f"{network}:{start}->exit{exit}"
+    if key[0] == "decision":
+        return f"decision:{key[3]}:exit{key[4]}:steps{key[1]}:reads{key[2]}"
+    return "answer"
+
+
+@dataclass
+class Costs:
+    """Every component's time per call (ms) at each timed batch size.
+
+    Args:
+        batch_size: the batch size whose per-example costs the graphs use (the setting's).
+        calls: ``{key: {batch size: ms per call}}``.
+        spread: optional per-component record of the round-to-round spread (for the tables).
+    """
+
+    batch_size: int
+    calls: dict[Key, dict[int, float]]
+    spread: dict[Key, dict[str, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key, sizes in self.calls.items():
+            if self.batch_size not in sizes:
+                raise ValueError(
+                    f"{component_name(key)} was not timed at batch size {self.batch_size}"
+                )
+
+    def per_example(self, key: Key) -> float:
+        """The component's cost per example at :attr:`batch_size`."""
+        try:
+            return self.calls[key][self.batch_size] / self.batch_size
+        except KeyError:
+            raise KeyError(
+                f"no cost for {component_name(key)}: the joint timing job did not time it "
+                "(re-run rule time_costs after changing the networks or schemes)"
+            ) from None
+
+    def segment_ms(self, network: str, source: int | None, exit: int) -> float:
+        return self.per_example(segment_key(network, source, exit))
+
+    def decision_ms(self, steps: int, reads: int, network: str, exit: int) -> float:
+        return self.per_example(decision_key(steps, reads, network, exit))
+
+    @property
+    def answer_ms(self) -> float:
+        return self.per_example(ANSWER)
+
+    def call_ms(self, key: Key, size: int) -> float:
+        """The time of one call on ``size`` examples: linear between the timed batch sizes
+        (a timed size exactly; beyond the largest, its per-example cost times ``size``)."""
+        timed = self.calls[key]
+        sizes = np.array(sorted(timed), dtype=float)
+        values = np.array([timed[int(s)] for s in sizes])
+        if size > sizes[-1]:
+            return float(values[-1] / sizes[-1] * size)
+        return float(np.interp(size, sizes, values))
+
+    # --- construction --------------------------------------------------------------------
+
+    @classmethod
+    def additive(
+        cls,
+        stage_ms: Mapping[str, Sequence[float]],
+        head_ms: Mapping[str, Sequence[float]] | None = None,
+        *,
+        decision_ms: float = 0.0,
+        answer_ms: float = 0.0,
+        batch_size: int = 1,
+        max_shape: int = 16,
+    ) -> Costs:
+        """Costs that add up, for tests and benchmarks: per network, the backbone cost of each
+        exit's stages (beyond the previous exit) and of each head; every decision (up to
+        ``max_shape`` steps and reads, at any exit) costs ``decision_ms``. Costs are per example
+        (the call on a batch costs ``batch_size`` times more)."""
+        calls: dict[Key, dict[int, float]] = {}
+        for network, stages in stage_ms.items():
+            stages = np.asarray(stages, dtype=float)
+            heads = np.zeros(len(stages)) if head_ms is None else np.asarray(head_ms[network], float)
+            cumulative = np.concatenate([[0.0], np.cumsum(stages)])
+            for exit in range(len(stages)):
+                for source in [None, *range(exit)]:
+                    start = 0 if source is None else source + 1
+                    ms = cumulative[exit + 1] - cumulative[start] + heads[exit]
+                    calls[segment_key(network, source, exit)] = {batch_size: ms * batch_size}
+                for steps in range(1, max_shape + 1):
+                    for reads in range(max_shape + 1):
+                        key = decision_key(steps, reads, network, exit)
+                        calls[key] = {batch_size: decision_ms * batch_size}
+        calls[ANSWER] = {batch_size: answer_ms * batch_size}
+        return cls(batch_size=batch_size, calls=calls)
+
+    @classmethod
+    def from_table(cls, table: pd.DataFrame, batch_size: int | None = None) -> Costs:
+        """The costs of a joint timing table; ``batch_size`` None: its largest timed size (the
+        setting's own)."""
+        if batch_size is None:
+            batch_size = int(table["batch_size"].max())
+        calls: dict[Key, dict[int, float]] = {}
+        spread: dict[Key, dict[str, float]] = {}
+        for row in table.itertuples(index=False):
+            key = _row_key(row)
+            calls.setdefault(key, {})[int(row.batch_size)] = float(row.cost_ms)
+            if int(row.batch_size) == batch_size:
+                spread[key] = {"ratio_q25": float(row.ratio_q25), "ratio_q75": float(row.ratio_q75)}
+        return cls(batch_size=int(batch_size), calls=calls, spread=spread)
+
+    def scaled(self, factor: float) -> Costs:
+        """Every cost times ``factor`` (a slower or faster machine: speedups do not change)."""
+        calls = {k: {b: ms * factor for b, ms in v.items()} for k, v in self.calls.items()}
+        return Costs(batch_size=self.batch_size, calls=calls, spread=dict(self.spread))
+
+
+def _row_key(row: Any) -> Key:
+    if row.kind == "segment":
+        source = None if int(row.source) < 0 else int(row.source)
+        return segment_key(str(row.network), source, int(row.exit))
+    if row.kind == "decision":
+        return decision_key(int(row.steps), int(row.reads), str(row.network), int(row.exit))
+    return ANSWER
+
+
+def key_columns(key: Key) -> dict[str, Any]:
+    """The table columns that identify a component (see :data:`TABLE_COLUMNS`)."""
+    columns = {"component": component_name(key), "kind": key[0], "network": "", "source": -1,
+               "exit": -1, "steps": 0, "reads": 0}
+    if key[0] == "segment":
+        _, network, source, exit = key
+        columns.update(network=network, source=-1 if source is None else source, exit=exit)
+    elif key[0] == "decision":
+        columns.update(steps=key[1], reads=key[2], network=key[3], exit=key[4])
+    return columns

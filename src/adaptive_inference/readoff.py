@@ -1,0 +1,127 @@
+"""Operating points: "the best speedup within X points of loss", read off the curves honestly.
+
+A curve is a set of points (one policy or threshold each) measured on three disjoint parts of
+the evaluation set (docs/method.md, "Operating points"): fitted on ``policy_train``, **chosen**
+on ``policy_validation``, **reported** on ``test``. For a loss budget ``X`` (points of top-1 or
+top-5 accuracy against the reference), :func:`choose` takes the point with the best validation
+speedup among those whose validation loss is within the budget with confidence: the upper
+confidence bound ``val_loss + z * val_loss_se <= X`` (``z`` the one-sided normal quantile of
+``confidence``; ``val_loss_se`` the standard error of the paired per-example loss difference).
+The test split only reports that point. Choosing on validation keeps the test numbers unbiased;
+the bound keeps the realised loss within the budget most of the time (how often is measured over
+resplits, :mod:`adaptive_inference.robustness`).
+
+:func:`envelope` is the optimistic reading: the best *test* point within the budget (the test
+split both chooses and reports). It is kept for comparison, labelled as such.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from statistics import NormalDist
+
+import numpy as np
+import pandas as pd
+
+from adaptive_inference.graph import LOSSES
+
+KEEP = [
+    "point_id", "variant", "origin", "budget_name", "budget", "cost_ms", "speedup", "speedup_lo",
+    "speedup_hi",
+]
+GROUPS = ["scheme", "method", "train_loss"]
+
+
+def z_score(confidence: float) -> float:
+    """The one-sided normal quantile of ``confidence`` (0.5: no margin)."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    return NormalDist().inv_cdf(confidence)
+
+
+def upper_bound(points: pd.DataFrame, metric: str, confidence: float) -> pd.Series:
+    """Each point's validation loss plus its confidence margin (points of ``metric``)."""
+    return points[f"val_{metric}_loss"] + z_score(confidence) * points[f"val_{metric}_loss_se"]
+
+
+def _check(metric: str) -> None:
+    if metric not in LOSSES:
+        raise ValueError(f"metric must be one of {LOSSES}")
+
+
+def _candidates(points: pd.DataFrame, metric: str, methods: Sequence[str] | None) -> pd.DataFrame:
+    table = points if methods is None else points[points["method"].isin(methods)]
+    return table[(table["method"] != "oracle") | (table["variant"] == metric)]
+
+
+def choose(
+    points: pd.DataFrame,
+    loss_levels: Sequence[float],
+    *,
+    metric: str = "top1",
+    confidence: float = 0.8,
+    methods: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Per scheme, method and training loss, the point chosen on validation for each budget
+    (module doc), with its test speedup and loss; NaN where no point qualifies. The oracle is
+    read at its own loss."""
+    _check(metric)
+    table = _candidates(points, metric, methods).assign(
+        val_ucb=lambda t: upper_bound(t, metric, confidence)
+    )
+    rows = []
+    for (scheme, method, train_loss), group in table.groupby(GROUPS, sort=False):
+        for level in loss_levels:
+            qualifies = group[group["val_ucb"] <= level]
+            row = {"scheme": scheme, "method": method, "train_loss": train_loss, "metric": metric,
+                   "max_loss": level, "choice": "validation", "confidence": confidence}
+            columns = [*KEEP, f"{metric}_loss", f"{metric}_loss_lo", f"{metric}_loss_hi",
+                       "val_speedup", f"val_{metric}_loss", "val_ucb"]
+            if qualifies.empty:
+                row.update({c: np.nan for c in columns})
+            else:
+                row.update(qualifies.loc[qualifies["val_speedup"].idxmax(), columns].to_dict())
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def envelope(
+    points: pd.DataFrame,
+    loss_levels: Sequence[float],
+    *,
+    metric: str = "top1",
+    methods: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """The optimistic reading: per scheme, method and training loss, the best *test* speedup
+    within each budget of test loss (the test split chooses and reports)."""
+    _check(metric)
+    table = _candidates(points, metric, methods)
+    columns = [*KEEP, f"{metric}_loss", f"{metric}_loss_lo", f"{metric}_loss_hi"]
+    rows = []
+    for (scheme, method, train_loss), group in table.groupby(GROUPS, sort=False):
+        for level in loss_levels:
+            within = group[group[f"{metric}_loss"] <= level]
+            row = {"scheme": scheme, "method": method, "train_loss": train_loss, "metric": metric,
+                   "max_loss": level, "choice": "test envelope"}
+            if within.empty:
+                row.update({c: np.nan for c in columns})
+            else:
+                row.update(within.loc[within["speedup"].idxmax(), columns].to_dict())
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def operating_points(
+    points: pd.DataFrame,
+    loss_levels: Sequence[float],
+    *,
+    metric: str,
+    method: str,
+    confidence: float,
+) -> pd.DataFrame:
+    """``method``'s points chosen on validation for each budget, for the policies trained on
+    ``metric`` (what the runtime measures and the notebooks draw); NaN ``point_id`` where none
+    qualifies."""
+    table = choose(points, loss_levels, metric=metric, confidence=confidence, methods=[method])
+    trained = table["train_loss"].isin([metric, ""])
+    return table[trained].reset_index(drop=True)
