@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pandas as pd
@@ -11,15 +12,19 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from adaptive_inference import models, timing
+from adaptive_inference import device, models, timing
+from adaptive_inference.family import ARCHITECTURES
+from adaptive_inference.networks import build_network
 
 CPU = torch.device("cpu")
+FLOAT32 = dict(dtype=torch.float32, channels_last=False)
+COMPUTE = {"dtype": "float32", "channels_last": False, "cudnn_benchmark": False}
 FAST = dict(warmup=1, iterations=3, device=CPU)
 
 
 def build(arch: str) -> models.MultiExitNetwork:
     torch.manual_seed(0)
-    return models.build_network(arch, num_classes=10, in_channels=1, image_size=28)
+    return build_network(arch, num_classes=10, in_channels=1, image_size=28)
 
 
 def example(batch: int = 2) -> torch.Tensor:
@@ -75,11 +80,11 @@ def resnet_layers() -> pd.DataFrame:
 def resnet_profile() -> dict:
     return timing.profile_network(
         build("exit_resnet"), (1, 28, 28), batch_sizes={"latency": 1, "throughput": 4},
-        warmup=1, iterations=3, device=CPU, threads=1,
+        warmup=1, iterations=3, device=CPU, threads=1, **FLOAT32,
     )
 
 
-@pytest.mark.parametrize("arch", models.ARCHITECTURES)
+@pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_every_compute_node_is_timed_and_assigned(arch):
     model = build(arch)
     layers = timing.profile_layers(model, example(), **FAST)
@@ -123,12 +128,14 @@ def test_fallback_assignment_without_module_stack():
 
 @pytest.mark.parametrize("arch", ["small_cnn", "exit_resnet"])
 def test_in_place_model_matches_plain_forward(arch):
+    """The timing interpreter computes what ``model(x)`` computes, in-place operations and all
+    (a pass of the interpreter is the forward it times)."""
     model = functional_network() if arch == "small_cnn" else build(arch)
     x = example()
     timing.profile_layers(model, x, **FAST)  # profiles without error
-    got = timing.interpreter_output(model, x, CPU)
     with torch.inference_mode():
-        want = model.eval()(x)
+        got = timing.LayerTimer(timing.trace(model.eval()), CPU).run_pass(x, record=False)
+        want = model(x)
     assert len(got) == len(want) == model.num_exits
     for a, b in zip(got, want, strict=True):
         assert torch.equal(a, b)
@@ -222,7 +229,8 @@ def test_components_are_timed_as_whole_calls(resnet_profile):
 def test_study_config_sets_iterations_per_setting():
     timing_cfg = {"threads": 1, "warmup": 0, "iterations": 3, "throughput_iterations": 2,
                   "batch_sizes": {"latency": 1, "throughput": 4}}
-    result = timing.profile_study_network(build("small_cnn"), (1, 28, 28), timing_cfg, device=CPU)
+    result = timing.profile_study_network(build("small_cnn"), (1, 28, 28), timing_cfg, device=CPU,
+                                          compute=COMPUTE)
     assert list(result["summary"]["iterations"]) == [3, 2]
     assert result["environment"]["batch_sizes"] == {"latency": 1, "throughput": 4}
     assert set(result["layers"]["setting"]) == {"latency", "throughput"}
@@ -234,9 +242,37 @@ def test_environment_is_reproducible(resnet_profile):
     assert env["cuda_version"] is None and env["cudnn_version"] is None
     assert env["dtype"] == "float32" and env["batch_sizes"] == {"latency": 1, "throughput": 4}
     assert env["torch_version"] == torch.__version__ and env["device_name"]
-    again = timing.environment(CPU, dtype=torch.float32, batch_sizes=env["batch_sizes"],
-                               malloc_pinned=env["malloc_pinned"])
+    assert env["channels_last"] is False
+    again = device.environment(CPU, dtype=torch.float32, batch_sizes=env["batch_sizes"],
+                               malloc_pinned=env["malloc_pinned"], channels_last=False)
     assert again == env
+
+
+def test_timer_times_each_call_of_a_pass():
+    timer = timing.Timer(CPU)
+    assert timer.call(lambda a, b=0: a + b, 2, b=3) == 5
+    timer.call(time.sleep, 0.002)
+    first = timer.finish_pass()
+    assert len(first) == 2 and first[1] >= 2.0 and 0 <= first[0] < first[1]
+    assert timer.finish_pass() == []  # a pass holds only its own calls
+    timer.call(abs, -1)
+    assert len(timer.finish_pass()) == 1
+
+
+def test_profile_network_runs_and_records_the_compute_options():
+    """The network is timed as the study runs it: moved to the dtype and memory format asked
+    for, and both recorded."""
+    model = build("small_cnn")
+    result = timing.profile_network(
+        model, (1, 28, 28), batch_sizes={"latency": 2}, warmup=0, iterations=2, device=CPU,
+        threads=1, dtype=torch.bfloat16, channels_last=True,
+    )
+    env = result["environment"]
+    assert env["dtype"] == "bfloat16" and env["channels_last"] is True
+    assert next(model.parameters()).dtype == torch.bfloat16
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert (result["layers"]["median_ms"] > 0).all() and len(result["summary"]) == 1
 
 
 def test_results_round_trip_through_parquet(resnet_profile, tmp_path):
@@ -253,9 +289,9 @@ def test_results_round_trip_through_parquet(resnet_profile, tmp_path):
 
 
 def test_pin_malloc_thresholds_reports_a_bool():
-    applied = timing.pin_malloc_thresholds()
+    applied = device.pin_malloc_thresholds()
     assert isinstance(applied, bool)
-    if timing.sys.platform.startswith("linux") and timing.ctypes.util.find_library("c"):
+    if device.sys.platform.startswith("linux") and device.ctypes.util.find_library("c"):
         assert applied
 
 
