@@ -48,6 +48,7 @@ from adaptive_inference.costs import (
     key_columns,
     segment_key,
 )
+from adaptive_inference.cuda_graphs import CapturedSegment
 from adaptive_inference.decision import (
     PATH_EXTRA,
     DecisionRule,
@@ -108,12 +109,19 @@ def _components(
     *,
     topk: int,
     device: torch.device,
+    capture: bool = False,
 ) -> list[_Component]:
-    """Every component of ``keys`` at the batch size of ``inputs``, with its context."""
+    """Every component of ``keys`` at the batch size of ``inputs``, with its context (segments
+    replayed as captured CUDA graphs with ``capture``, as the runtime runs them then)."""
     batch = next(iter(inputs.values())).shape[0]
     rows = torch.arange(batch, device=device)
     segments = {k: build_segment(networks[k[1]], k, name=component_name(k)) for k in keys
                 if k[0] == "segment"}
+    if capture:
+        segments = {
+            k: CapturedSegment(s, s.prefix(inputs[k[1]][:1]), [batch], keep_outputs=False)
+            for k, s in segments.items()
+        }
     ref_segment = segments[reference]
     ref_input = inputs[reference[1]]
     settle = random_decision(1, 0, topk=topk, device=device, seed=1)
@@ -228,6 +236,7 @@ def measure_costs(
     device: torch.device,
     dtype: torch.dtype,
     channels_last: bool,
+    capture: bool = False,
     seed: int = 0,
     progress: bool = True,
 ) -> pd.DataFrame:
@@ -243,6 +252,8 @@ def measure_costs(
         batch_sizes: the batch sizes to time at.
         rounds, warmup: timed and untimed rounds per batch size.
         topk: the sorted probabilities among the decisions' features.
+        capture: time the segments as captured CUDA graphs (the runtime's way on a GPU with
+            ``compute.cuda_graphs``; :mod:`adaptive_inference.cuda_graphs`).
     """
     fmt = memory_format(channels_last)
     for model in networks.values():
@@ -264,7 +275,8 @@ def measure_costs(
                 for shape in shapes
             }
             inputs = {net: by_shape[tuple(shape)] for net, shape in input_shapes.items()}
-            components = _components(keys, networks, inputs, ref_key, topk=topk, device=device)
+            components = _components(keys, networks, inputs, ref_key, topk=topk, device=device,
+                                     capture=capture)
             times = time_rounds(components, ref_key, rounds=rounds, warmup=warmup, device=device)
             ref_times = times[ref_key]
             ref_median = float(np.median(ref_times))

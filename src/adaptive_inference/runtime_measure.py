@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 
 from adaptive_inference.baselines import single_route
 from adaptive_inference.costs import ANSWER, Costs, Key
+from adaptive_inference.cuda_graphs import capture_reason, capture_sizes, captured
 from adaptive_inference.data import load_split
 from adaptive_inference.decision import NodeDecision
 from adaptive_inference.device import compute_options
@@ -345,10 +346,17 @@ def measure_scheme(
     x = systems[REFERENCE].inputs(images)
     n = len(example_ids)
     xs = [slice_inputs(x, i, i + 1) for i in range(n)]
+    not_captured = capture_reason(device, bool(compute["cuda_graphs"]))
+    streams_of = systems
+    if not_captured is None:  # a CUDA graph per segment and batch size in use
+        streams_of = {k: captured(s, xs[0], capture_sizes(settings.batch_size), keep_outputs=True)
+                      for k, s in systems.items()}
+        systems = {k: captured(s, xs[0], [1], keep_outputs=False) for k, s in systems.items()}
     with torch.inference_mode(), _no_gc():
         for system in systems.values():
             system.warm_up(xs[0])
             latency_pass({"_": system}, xs[:settings.warmup], settings.block_size)
+        for system in streams_of.values():
             system.run_stream(slice_inputs(x, 0, settings.batch_size), settings.batch_size)
         latency, streams = [], []
         names = list(systems)
@@ -356,11 +364,11 @@ def measure_scheme(
                   disable=not progress) as bar:
             for index, order in enumerate(_rotations(names, settings.repeats)):
                 latency.append(latency_pass(systems, xs, settings.block_size, bar))
-                streams.append(stream_pass(systems, x, settings.batch_size, order))
+                streams.append(stream_pass(streams_of, x, settings.batch_size, order))
         instrumented = {
             name: {
                 "batch1": instrumented_pass(system, xs, None, 1),
-                "batched": instrumented_pass(system, None, x, settings.batch_size),
+                "batched": instrumented_pass(streams_of[name], None, x, settings.batch_size),
             }
             for name, system in systems.items()
         }
@@ -420,6 +428,7 @@ def measure_scheme(
         "scheme": study.name, "setting": setting, "examples": n, "settings": asdict(settings),
         "device": str(device), "threads": torch.get_num_threads(), "compute": dict(compute),
         "point_ids": point_ids,
+        "cuda_graphs": "captured" if not_captured is None else f"not captured: {not_captured}",
     }
     return Measurement(
         speedups,

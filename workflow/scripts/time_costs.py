@@ -4,6 +4,7 @@
 import torch
 
 from adaptive_inference.cost_timing import measure_costs, timing_batch_sizes
+from adaptive_inference.cuda_graphs import capture_reason
 from adaptive_inference.device import (
     apply_compute,
     compute_options,
@@ -45,6 +46,7 @@ with job_log(snakemake.log[0]) as log:
         networks, structures, input_shapes=shapes, reference=p.costs["reference"],
         batch_sizes=sizes, rounds=p.costs["rounds"], warmup=p.costs["warmup"],
         topk=p.costs["topk"], device=device, **compute_options(p.compute),
+        capture=capture_reason(device, p.compute["cuda_graphs"]) is None,
     )
     log.info("costs:\n%s", table.drop(columns=["kind", "network", "source", "exit", "steps", "reads"]).to_string())
     main = table[(table["batch_size"] == max(sizes)) & (table["kind"] == "segment") & (table["source"] < 0)]
