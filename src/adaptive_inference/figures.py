@@ -803,7 +803,7 @@ def plot_robustness(ax: plt.Axes, differences: pd.DataFrame, metric: str) -> Non
     sns.boxplot(data=long, x="difference", y="budget", hue="baseline", ax=ax, orient="h",
                 palette={m: colours[m] for m in BASELINES}, fliersize=2, linewidth=0.8)
     sns.stripplot(data=long, x="difference", y="budget", hue="baseline", ax=ax, orient="h",
-                  dodge=True, size=2.5, color="0.25", legend=False)
+                  dodge=True, size=2.5, palette=dict.fromkeys(BASELINES, "0.25"), legend=False)
     ax.axvline(0, color="0.3", lw=1)
     ax.set_xlabel("learned minus baseline (speedup, ×)")
     ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} loss budget")
@@ -852,11 +852,13 @@ def verdict(
         got = format_speedup(row["speedup"], row["speedup_lo"], row["speedup_hi"])
         where = ("the same metric" if use == metric else
                  f"{METRIC_LABELS[use]} instead (this study's top-5 is saturated or not fitted)")
+        # without a bootstrap (no interval) the estimate itself is set beside the claim
+        lo, hi = (row[c] if np.isfinite(row[c]) else row["speedup"] for c in ("speedup_lo", "speedup_hi"))
         if not np.isfinite(row["speedup"]):
             word = "no point of this study qualifies at this budget"
-        elif row["speedup_lo"] >= claim:
+        elif lo >= claim:
             word = "at or above the paper's figure"
-        elif row["speedup_hi"] < claim:
+        elif hi < claim:
             word = "below the paper's figure"
         else:
             word = "within the interval of the paper's figure"
