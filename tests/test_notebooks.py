@@ -38,17 +38,63 @@ def test_templates_are_commit_ready(template):
     assert nbs.declared_parameters(template)[-2:] == ["style", "figure_dir"]
 
 
+SAVED = re.compile(r"fig\.show\(f, figure_dir, (f?\"[^\"]+\")")
+
+
 @pytest.mark.parametrize("template", TEMPLATES, ids=lambda t: t.stem)
 def test_templates_save_the_figures_their_rules_declare(template):
-    source = "\n".join(c.source for c in nbformat.read(template, as_version=4).cells)
-    saved = re.findall(r"fig\.show\(f, figure_dir, (f?\"[^\"]+\")", source)
+    """Every figure the rule declares is saved, and nothing else: a fixed name, or one made
+    per scheme (an f-string). A name may be saved on both branches of one cell (a figure that
+    says "no data" in its place), never by two cells."""
+    cells = [c.source for c in nbformat.read(template, as_version=4).cells if c.cell_type == "code"]
+    per_cell = [set(SAVED.findall(source)) for source in cells]
+    saved = [name for names in per_cell for name in names]
+    assert len(saved) == len(set(saved)), f"a figure saved by two cells of {template.name}"
     options = {"schemes": ["a", "b"]}
     expected = nbs.figure_names(template.stem, options)
     fixed = {s.strip('"') for s in saved if not s.startswith("f")}
     patterns = [s[2:-1].split("{")[0] for s in saved if s.startswith("f")]
     for name in expected:
         assert name in fixed or any(name.startswith(p) and p for p in patterns), name
-    assert len(saved) == len(set(saved))
+    assert fixed <= set(expected), f"{template.name} saves figures its rule does not declare"
+    for pattern in patterns:
+        assert any(name.startswith(pattern) for name in expected), pattern
+
+
+def test_figure_names_of_every_notebook():
+    options = {"schemes": ["early_exit", "combined"]}
+    assert nbs.figure_names("6_summary", options) == ["headline", "robustness"]
+    assert nbs.figure_names("3_network_selection", options) == [
+        "speedup_vs_loss_early_exit", "speedup_vs_loss_combined", "schemes_compared"]
+    assert nbs.figure_names("4_exit_proportions", options) == [
+        "proportions_early_exit", "proportions_combined"]
+    assert nbs.figure_names("7_runtime", options) == ["measured_vs_predicted", "time_breakdown"]
+    with pytest.raises(ValueError, match="unknown notebook '8_more'"):
+        nbs.figure_names("8_more", options)
+
+
+def test_summary_notebook_reads_the_robustness_tables_and_draws_the_verdict():
+    template = REPO / "notebooks" / "6_summary.ipynb"
+    assert "robustness" in nbs.declared_parameters(template)
+    source = "\n".join(c.source for c in nbformat.read(template, as_version=4).cells)
+    for call in ("fig.verdict(", "fig.plot_robustness(", "fig.robustness_table(",
+                 "learned_minus_baselines(", "fig.chosen("):
+        assert call in source, call
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda t: t.stem)
+def test_templates_call_what_the_figures_module_has(template):
+    """Every ``fig.<name>`` a template uses exists (a renamed or removed helper fails here, not
+    in a workflow run), and a template that chooses operating points declares the confidence of
+    the choice."""
+    from adaptive_inference import figures
+
+    source = "\n".join(c.source for c in nbformat.read(template, as_version=4).cells
+                       if c.cell_type == "code")
+    used = set(re.findall(r"\bfig\.(\w+)", source))
+    assert used and not [name for name in used if not hasattr(figures, name)]
+    if "confidence=confidence" in source:
+        assert "confidence" in nbs.declared_parameters(template)
 
 
 def test_unknown_parameter_is_an_error_before_any_kernel_starts(tmp_path):
