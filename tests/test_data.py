@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from adaptive_inference import data
-from adaptive_inference.splits import SPLITS, ids_of, make_splits
+from adaptive_inference.splits import SPLITS, ids_of, make_splits, resplit
 
 
 def test_fashion_mnist_is_unpacked_for_torchvision(fashion_root):
@@ -59,27 +59,46 @@ def test_image_folder_errors_name_the_path(tmp_path):
 
 def test_splits_are_stratified_disjoint_and_reproducible():
     labels = np.repeat(np.arange(10), 100)
-    fractions = {"head_train": 0.2, "policy_train": 0.4, "test": 0.4}
+    fractions = {"head_train": 0.2, "policy_train": 0.3, "policy_validation": 0.1, "test": 0.4}
     splits = make_splits(labels, fractions, seed=3)
     assert splits["example_id"].tolist() == list(range(1000))
+    assert list(splits["split"].cat.categories) == list(SPLITS)
     counts = splits.groupby(["split", "label"], observed=True).size().unstack()
     assert (counts.loc["head_train"] == 20).all() and (counts.loc["test"] == 40).all()
+    assert (counts.loc["policy_train"] == 30).all() and (counts.loc["policy_validation"] == 10).all()
     assert sum(len(ids_of(splits, s)) for s in SPLITS) == 1000
     assert make_splits(labels, fractions, seed=3).equals(splits)
     assert not make_splits(labels, fractions, seed=4)["split"].equals(splits["split"])
 
 
 def test_splits_without_head_training():
-    splits = make_splits(np.repeat(np.arange(4), 10), {"policy_train": 0.5, "test": 0.5}, seed=0)
-    assert len(ids_of(splits, "head_train")) == 0 and len(ids_of(splits, "test")) == 20
+    fractions = {"policy_train": 0.35, "policy_validation": 0.15, "test": 0.5}
+    splits = make_splits(np.repeat(np.arange(4), 20), fractions, seed=0)
+    assert len(ids_of(splits, "head_train")) == 0 and len(ids_of(splits, "test")) == 40
+    assert len(ids_of(splits, "policy_validation")) == 12 and len(ids_of(splits, "policy_train")) == 28
+
+
+def test_resplits_deal_the_policy_splits_again_and_keep_head_train():
+    labels = np.repeat(np.arange(5), 40)
+    fractions = {"head_train": 0.2, "policy_train": 0.4, "policy_validation": 0.1, "test": 0.3}
+    splits = make_splits(labels, fractions, seed=0)
+    again = resplit(splits, fractions, seed=1)
+    head = splits["split"] == "head_train"
+    assert (again["split"] == "head_train").equals(head)  # the exit heads' examples stay
+    assert not again["split"].equals(splits["split"])
+    assert again["split"].value_counts().to_dict() == splits["split"].value_counts().to_dict()
+    assert (again.groupby(["split", "label"], observed=True).size().unstack().loc["test"] == 12).all()
+    assert resplit(splits, fractions, seed=1).equals(again)
+    assert again[["example_id", "label"]].equals(splits[["example_id", "label"]])
 
 
 @pytest.mark.parametrize(
     "fractions, message",
     [
-        ({"policy_train": 0.5, "test": 0.6}, "sum to 1"),
-        ({"policy_train": 1.0, "test": 0.0}, "non-empty"),
-        ({"policy_train": 0.5, "tests": 0.5}, "unknown splits"),
+        ({"policy_train": 0.5, "policy_validation": 0.1, "test": 0.6}, "sum to 1"),
+        ({"policy_train": 1.0, "policy_validation": 0.0, "test": 0.0}, "non-empty"),
+        ({"policy_train": 0.5, "test": 0.5}, "non-empty"),  # no policy_validation
+        ({"policy_train": 0.5, "policy_validation": 0.1, "tests": 0.4}, "unknown splits"),
     ],
 )
 def test_bad_split_fractions(fractions, message):

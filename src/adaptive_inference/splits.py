@@ -46,19 +46,20 @@ def make_splits(labels: np.ndarray, fractions: Mapping[str, float], seed: int) -
 
     ids = np.arange(len(labels))
     assignment = np.empty(len(labels), dtype=object)
-    remaining, remaining_share = ids, 1.0
+    remaining = ids
     for name in SPLITS[:-1]:
-        share = shares[name] / remaining_share
-        if share <= 0:
+        # a count of the whole set (not a share of what remains, whose floating-point ratio
+        # can floor one example short)
+        count = int(round(shares[name] * len(labels)))
+        if count <= 0:
             continue
         taken, remaining = train_test_split(
             remaining,
-            train_size=share,
+            train_size=count,
             stratify=labels[remaining],
             random_state=seed,
         )
         assignment[taken] = name
-        remaining_share -= shares[name]
     assignment[remaining] = SPLITS[-1]
     return pd.DataFrame(
         {
