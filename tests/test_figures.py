@@ -123,7 +123,8 @@ def test_chosen_rows_of_a_headline():
 
 
 def test_exit_accuracy_on_the_chosen_split():
-    splits = pd.DataFrame({"example_id": [0, 1, 2, 3], "split": ["test", "test", "test", "policy_train"]})
+    splits = pd.DataFrame({"example_id": [0, 1, 2, 3],
+                           "split": ["test", "test", "test", "policy_train"]})
     predictions = pd.DataFrame({
         "example_id": [0, 1, 2, 3] * 2,
         "exit": [0] * 4 + [1] * 4,
@@ -146,7 +147,8 @@ def test_headline_table_orders_schemes_and_methods_as_given():
             rows.append(headline_row(scheme, method, train_loss=train_loss, speedup=9.0, lo=8.0,
                                      hi=10.0, choice="test envelope"))
     wide = fig.headline_table(pd.DataFrame(rows), ["learned", "oracle"])
-    assert list(wide.index) == [("zeta", "learned"), ("zeta", "oracle"), ("alpha", "learned"), ("alpha", "oracle")]
+    assert list(wide.index) == [("zeta", "learned"), ("zeta", "oracle"), ("alpha", "learned"),
+                                ("alpha", "oracle")]
     assert list(wide.columns) == ["top-1 loss ≤ 1 pts"]
     assert (wide.iloc[:, 0] == "2.00× [1.90\u2060–\u20602.10]").all()  # never the envelope
     optimistic = fig.headline_table(pd.DataFrame(rows), ["learned"], choice="test envelope")
@@ -208,8 +210,9 @@ def test_speedup_panel_marks_the_points_chosen_on_validation(points):
     fig.plot_speedup_vs_loss(ax, points, "top1", methods=["learned"], headline=headline)
     plt.close(f)
     marked = [line for line in ax.get_lines() if line.get_markersize() == 8]
-    xy = sorted(zip(*(np.concatenate([line.get_xdata() for line in marked]),
-                      np.concatenate([line.get_ydata() for line in marked]))))
+    x = np.concatenate([line.get_xdata() for line in marked])
+    y = np.concatenate([line.get_ydata() for line in marked])
+    xy = sorted(zip(x, y, strict=True))
     assert xy == [(0.0, 1.0), (1.5, 2.0)]  # points 0 and 3, not the test envelope's point 1
     assert "chosen on validation, per budget" in ax.get_legend_handles_labels()[1]
 
@@ -229,8 +232,10 @@ def differences(values: dict[str, list[float]], *, metric="top1", scheme="s",
 
 def test_plot_robustness_draws_one_box_per_budget_and_baseline():
     fig.use_style()
-    top1 = differences({"minus_myopic": [0.1, 0.2, 0.3, 0.4], "minus_uniform": [0.5, -0.5, 0.6, -0.4],
-                        "minus_cascade": [0.0, 0.1, 0.2, 0.3], "minus_best": [0.0, -0.5, 0.2, -0.4]})
+    top1 = differences({
+        "minus_myopic": [0.1, 0.2, 0.3, 0.4], "minus_uniform": [0.5, -0.5, 0.6, -0.4],
+        "minus_cascade": [0.0, 0.1, 0.2, 0.3], "minus_best": [0.0, -0.5, 0.2, -0.4],
+    })
     top5 = differences({c: [100.0] * 4 for c in top1.columns if c.startswith("minus_")},
                        metric="top5")
     f, ax = plt.subplots()
@@ -238,7 +243,8 @@ def test_plot_robustness_draws_one_box_per_budget_and_baseline():
     plt.close(f)
     assert [t.get_text() for t in ax.get_yticklabels()] == ["≤ 0.5 pts", "≤ 1 pts"]
     labels = ax.get_legend().get_texts()
-    assert [t.get_text() for t in labels] == [fig.METHOD_LABELS[m] for m in ("myopic", "uniform", "cascade")]
+    baselines = ("myopic", "uniform", "cascade")
+    assert [t.get_text() for t in labels] == [fig.METHOD_LABELS[m] for m in baselines]
     low, high = ax.get_xlim()
     assert low < -0.5 and 0.6 < high < 100  # the top-5 panel's values are not drawn here
     assert any(tuple(line.get_xdata()) == (0, 0) for line in ax.get_lines())  # the zero line
@@ -318,7 +324,8 @@ def runtime_speedups() -> pd.DataFrame:
     rows = []
     for mode in ("batch1", "batched"):
         for label, max_loss, predicted, measured in (
-            ("reference", np.nan, 1.0, 1.0), ("≤ 0.5 pts", 0.5, 1.6, 1.5), ("≤ 1 pts", 1.0, 2.0, 2.2),
+            ("reference", np.nan, 1.0, 1.0), ("≤ 0.5 pts", 0.5, 1.6, 1.5),
+            ("≤ 1 pts", 1.0, 2.0, 2.2),
         ):
             rows.append({
                 "scheme": "s", "mode": mode, "label": label, "max_loss": max_loss,

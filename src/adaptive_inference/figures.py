@@ -853,7 +853,8 @@ def verdict(
         where = ("the same metric" if use == metric else
                  f"{METRIC_LABELS[use]} instead (this study's top-5 is saturated or not fitted)")
         # without a bootstrap (no interval) the estimate itself is set beside the claim
-        lo, hi = (row[c] if np.isfinite(row[c]) else row["speedup"] for c in ("speedup_lo", "speedup_hi"))
+        lo, hi = (row[c] if np.isfinite(row[c]) else row["speedup"]
+                  for c in ("speedup_lo", "speedup_hi"))
         if not np.isfinite(row["speedup"]):
             word = "no point of this study qualifies at this budget"
         elif lo >= claim:

@@ -1,0 +1,232 @@
+"""The costs the policies trade against: :class:`Costs` as data (per component and batch size)
+and the joint timing job that measures them (:mod:`adaptive_inference.cost_timing`).
+
+The joint job runs on three tiny untrained networks with a few rounds: what is checked is its
+bookkeeping (one row per component and batch size, ratios to the reference taken in the same
+round, the table read back as :class:`Costs`), never how fast anything is.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from adaptive_inference.cost_timing import (
+    measure_costs,
+    random_decision,
+    time_rounds,
+    timing_batch_sizes,
+)
+from adaptive_inference.costs import (
+    ANSWER,
+    TABLE_COLUMNS,
+    Costs,
+    component_name,
+    decision_key,
+    key_columns,
+    segment_key,
+)
+from adaptive_inference.decision import PathMemo
+from adaptive_inference.graph import scheme_structure
+from adaptive_inference.networks import build_network
+
+CPU = torch.device("cpu")
+SPECS = {
+    "linear": {"arch": "linear"},
+    "small_cnn": {"arch": "small_cnn", "widths": [4, 8]},
+    "exit_resnet": {"arch": "exit_resnet", "widths": [4, 4, 8], "blocks_per_stage": 1},
+}
+BATCH_SIZES = [1, 4]
+ROUNDS = 3
+
+
+def tiny_networks() -> dict:
+    torch.manual_seed(0)
+    return {
+        name: build_network(**spec, num_classes=10, in_channels=1, image_size=28).train()
+        for name, spec in SPECS.items()
+    }
+
+
+def structures(networks, path_features: bool):
+    exits = {name: list(model.exit_names) for name, model in networks.items()}
+    return [
+        scheme_structure("early_exit", {"exit_resnet": exits["exit_resnet"]},
+                         path_features=path_features),
+        scheme_structure("network_selection", exits, path_features=path_features),
+        scheme_structure("combined", exits, path_features=path_features),
+    ]
+
+
+@pytest.fixture(scope="module")
+def joint():
+    """A real joint timing job: the three schemes (with path features, so that decisions read
+    dominators), at two batch sizes."""
+    networks = tiny_networks()
+    schemes = structures(networks, path_features=True)
+    table = measure_costs(
+        networks, schemes, input_shapes=dict.fromkeys(networks, (1, 28, 28)),
+        reference="exit_resnet", batch_sizes=BATCH_SIZES, rounds=ROUNDS, warmup=1, topk=5,
+        device=CPU, dtype=torch.float32, channels_last=False, progress=False,
+    )
+    return networks, schemes, table
+
+
+# -------------------------------------------------------------------------------------------
+# Costs as data
+# -------------------------------------------------------------------------------------------
+
+
+def test_call_ms_interpolates_linearly_and_scales_beyond_the_largest_size():
+    key = segment_key("net", None, 0)
+    costs = Costs(batch_size=16, calls={key: {1: 1.0, 4: 2.5, 16: 4.9}})
+    assert [costs.call_ms(key, s) for s in (1, 4, 16)] == [1.0, 2.5, 4.9]  # timed sizes
+    assert costs.call_ms(key, 2) == pytest.approx(1.5)  # a third of the way from 1 to 4
+    assert costs.call_ms(key, 3) == pytest.approx(2.0)
+    assert costs.call_ms(key, 10) == pytest.approx(3.7)  # halfway between 4 and 16
+    assert costs.call_ms(key, 32) == pytest.approx(9.8)  # beyond: per example of 16, times 32
+    assert costs.call_ms(key, 20) == pytest.approx(4.9 / 16 * 20)
+    assert costs.per_example(key) == pytest.approx(4.9 / 16)
+    single = Costs(batch_size=8, calls={key: {8: 4.0}})
+    assert single.call_ms(key, 8) == 4.0 and single.call_ms(key, 24) == pytest.approx(12.0)
+
+
+def test_costs_must_hold_the_settings_batch_size_and_name_what_is_missing():
+    key = segment_key("net", None, 0)
+    with pytest.raises(ValueError, match=r"net:input->exit0 was not timed at batch size 4"):
+        Costs(batch_size=4, calls={key: {1: 1.0}})
+    costs = Costs(batch_size=1, calls={key: {1: 1.0}})
+    with pytest.raises(KeyError, match="re-run rule time_costs"):
+        costs.decision_ms(1, 0, "net", 0)
+    doubled = costs.scaled(2.0)
+    assert doubled.segment_ms("net", None, 0) == 2.0 and costs.segment_ms("net", None, 0) == 1.0
+
+
+def test_component_names_and_columns():
+    assert component_name(segment_key("n", None, 2)) == "n:input->exit2"
+    assert component_name(segment_key("n", 0, 2)) == "n:exit0->exit2"
+    assert component_name(decision_key(2, 1, "n", 0)) == "decision:n:exit0:steps2:reads1"
+    assert component_name(ANSWER) == "answer"
+    assert key_columns(segment_key("n", None, 2))["source"] == -1
+    assert key_columns(decision_key(2, 1, "n", 0)) == {
+        "component": "decision:n:exit0:steps2:reads1", "kind": "decision", "network": "n",
+        "source": -1, "exit": 0, "steps": 2, "reads": 1,
+    }
+
+
+# -------------------------------------------------------------------------------------------
+# The joint timing job
+# -------------------------------------------------------------------------------------------
+
+
+def test_timing_batch_sizes():
+    assert timing_batch_sizes(1) == [1]
+    assert timing_batch_sizes(8) == [1, 2, 8]
+    assert timing_batch_sizes(64) == [1, 4, 16, 64]
+    assert timing_batch_sizes(256) == [1, 16, 64, 256]
+
+
+@pytest.mark.parametrize("steps, reads", [(1, 0), (3, 2)])
+def test_random_decision_evaluates_every_step(steps, reads):
+    """The decision timed for a node shape computes what the runtime's decision of that shape
+    computes, and (intercepts far below zero) every step defers: the costliest case."""
+    topk = 5
+    decision = random_decision(steps, reads, topk=topk, device=CPU)
+    assert decision.reads == tuple(range(reads)) and decision.computes
+    features = (topk + 2) + reads * (topk + 2 + 2)
+    assert tuple(decision.rule.weight.shape) == (features, steps)
+    logits = torch.randn(6, 10, generator=torch.Generator().manual_seed(0))
+    memo = PathMemo(6)
+    rows = torch.arange(6)
+    for d in range(reads):  # what the dominators keep for path features
+        memo.put(d, (torch.rand(6, topk + 2), logits.topk(topk).indices, torch.rand(6, topk)),
+                 rows)
+    positions = decision.many(logits, memo, rows)
+    assert positions.tolist() == [steps] * 6  # the last action, after every step
+    one = PathMemo()
+    for d in range(reads):
+        one.put(d, tuple(t[:1] for t in memo.values[d]), None)
+    assert decision.one(logits[:1], one) == decision.actions[-1]
+
+
+class FakeComponent:
+    """A component whose context (``prepare``) takes ``context_s`` and whose call records the
+    order in which it ran."""
+
+    def __init__(self, key, log, context_s=0.0):
+        self.key, self.log, self.context_s = key, log, context_s
+
+    def prepare(self):
+        time.sleep(self.context_s)
+        return lambda: self.log.append(self.key)
+
+
+def test_time_rounds_rotates_the_order_and_times_only_the_call():
+    log = []
+    keys = [("segment", "a", None, 0), ("segment", "b", None, 0), ANSWER]
+    components = [FakeComponent(k, log, context_s=0.01) for k in keys]
+    times = time_rounds(components, keys[0], rounds=3, warmup=1, device=CPU)
+    # warm-up round, then three timed rounds, each rotated by one more
+    assert log == [keys[i] for order in ([0, 1, 2], [1, 2, 0], [2, 0, 1], [0, 1, 2]) for i in order]
+    assert set(times) == set(keys) and all(t.shape == (3,) for t in times.values())
+    assert max(t.max() for t in times.values()) < 10.0  # the 10 ms context is not timed
+    with pytest.raises(ValueError, match="reference .* was not timed"):
+        time_rounds(components, ("segment", "c", None, 0), rounds=1, warmup=0, device=CPU)
+
+
+def test_joint_table_holds_every_component_at_every_batch_size(joint):
+    networks, schemes, table = joint
+    assert list(table.columns) == TABLE_COLUMNS
+    components = set().union(*(s.components() for s in schemes))
+    assert any(k[0] == "decision" and k[2] > 0 for k in components)  # path features are read
+    assert any(k[0] == "segment" and k[2] is not None for k in components)  # continuations
+    rows = list(zip(table["component"], table["batch_size"], strict=True))
+    assert len(rows) == len(set(rows)) == len(components) * len(BATCH_SIZES)
+    assert set(rows) == {(component_name(k), b) for k in components for b in BATCH_SIZES}
+    assert (table["rounds"] == ROUNDS).all()
+    assert (table["median_ms"] > 0).all()
+    assert (table["q25_ms"] <= table["median_ms"]).all()
+    assert (table["median_ms"] <= table["q75_ms"]).all()
+    assert all(not model.training for model in networks.values())
+
+
+def test_ratios_are_to_the_reference_of_the_same_round(joint):
+    _, _, table = joint
+    reference = table[table["component"] == "exit_resnet:input->exit2"]
+    assert len(reference) == len(BATCH_SIZES)
+    assert (reference[["ratio_median", "ratio_q25", "ratio_q75"]] == 1.0).all().all()
+    ref_median = table["batch_size"].map(reference.set_index("batch_size")["median_ms"])
+    np.testing.assert_allclose(table["cost_ms"], table["ratio_median"] * ref_median, rtol=1e-12)
+    np.testing.assert_allclose(table["per_example_ms"], table["cost_ms"] / table["batch_size"],
+                               rtol=1e-12)
+    np.testing.assert_array_equal(reference["cost_ms"], reference["median_ms"])
+    assert (table["ratio_q25"] <= table["ratio_median"]).all()
+    assert (table["ratio_median"] <= table["ratio_q75"]).all()
+
+
+def test_costs_read_back_from_the_joint_table(joint, tmp_path):
+    _, schemes, table = joint
+    table.to_parquet(tmp_path / "throughput.parquet")
+    costs = Costs.from_table(pd.read_parquet(tmp_path / "throughput.parquet"))
+    assert costs.batch_size == max(BATCH_SIZES)
+    for row in table.itertuples(index=False):
+        (key,) = [k for k in costs.calls if component_name(k) == row.component]
+        assert costs.calls[key][row.batch_size] == row.cost_ms
+        assert key_columns(key) == {c: getattr(row, c) for c in key_columns(key)}
+        if row.batch_size == costs.batch_size:
+            assert costs.per_example(key) == pytest.approx(row.per_example_ms)
+            assert costs.spread[key] == {"ratio_q25": row.ratio_q25, "ratio_q75": row.ratio_q75}
+    assert set(costs.calls) == set().union(*(s.components() for s in schemes))
+    for structure in schemes:  # every component of every scheme has a price at both sizes
+        for key in structure.components():
+            assert costs.per_example(key) > 0
+            one, four = costs.calls[key][1], costs.calls[key][4]
+            assert costs.call_ms(key, 2) == pytest.approx(one + (four - one) / 3)
+    latency = Costs.from_table(table, batch_size=1)
+    first = table[table["batch_size"] == 1].iloc[0]
+    (key,) = [k for k in latency.calls if component_name(k) == first["component"]]
+    assert latency.per_example(key) == first["cost_ms"]
