@@ -69,10 +69,9 @@ def make_graph(
         features = confidence(correct_top1, rng)
     features = np.asarray(features)
     per_node = np.broadcast_to(np.asarray(decision_ms, dtype=float), (nodes,))
-    costs = Costs.additive(
-        {net: [ms] for net, ms in zip(names, alone)}, answer_ms=answer_ms, max_shape=nodes
-    )
-    costs = with_decision_ms(costs, dict(zip(names, per_node)))
+    stages = {net: [ms] for net, ms in zip(names, alone, strict=True)}
+    costs = Costs.additive(stages, answer_ms=answer_ms, max_shape=nodes)
+    costs = with_decision_ms(costs, dict(zip(names, per_node, strict=True)))
     predictions = np.where(correct_top1, 0, 1)
     top_i = np.stack([predictions, 1 - predictions], axis=2)
     top_p = features[:, :, :2].astype(np.float32)

@@ -18,6 +18,7 @@ from adaptive_inference.baselines import (
     single_route,
     uniform_route,
 )
+from adaptive_inference.costs import Costs, segment_key
 from adaptive_inference.graph import STOP, Route, StageGraph, scheme_graph
 from adaptive_inference.policies import (
     NodeFeatures,
@@ -145,7 +146,8 @@ def test_the_recursion_objective_is_the_simulated_one(selection, combined):
                 )
                 assert route.cost_ms.mean() == pytest.approx(fitted.train_cost_ms_, abs=1e-12)
                 # every example pays the answer once, at its stop node
-                assert (route.cost_ms >= graph.alone_ms[fitted.start_] + graph.answer_ms - 1e-12).all()
+                least = graph.alone_ms[fitted.start_] + graph.answer_ms
+                assert (route.cost_ms >= least - 1e-12).all()
 
 
 def test_the_myopic_baseline_starts_at_the_root(selection):
@@ -414,7 +416,7 @@ def test_shifted_policies_trade_loss_for_time(selection):
         assert twin.train_objective_ == pytest.approx(objective(graph, route, lam))
         costs.append(twin.train_cost_ms_)
         # only the learned stop steps moved
-        for a, b in zip(policy.rules_, twin.rules_):
+        for a, b in zip(policy.rules_, twin.rules_, strict=True):
             if a is not None:
                 np.testing.assert_array_equal(a.coef, b.coef)
                 assert b.intercept[0] == a.intercept[0] + (shift if a.learned[0] else 0.0)
@@ -525,7 +527,7 @@ def round_trip_policies(graph: StageGraph, train: np.ndarray) -> list[TradeoffPo
 
 
 def test_policies_round_trip_through_plain_data(selection, combined):
-    for graph, train, test in (selection, combined):
+    for graph, train, _ in (selection, combined):
         everything = np.arange(graph.num_examples)
         for policy in round_trip_policies(graph, train):
             data = policy.to_dict()
@@ -631,18 +633,16 @@ def test_oracle_follows_a_cheaper_path_through_earlier_nodes():
     # an early-exit chain: exit 1 after exit 0 costs 1 + 1.5, exit 1 from the input 3
     predictions, costs = synthetic_tables({"net": 3}, n=50, stage_ms={"net": [1.0, 1.5, 2.0]},
                                           head_ms=0.0)
-    from adaptive_inference.costs import segment_key
-    from adaptive_inference.costs import Costs as CostTable
-
     calls = {**costs.calls, segment_key("net", None, 1): {1: 3.0}}
-    g = scheme_graph("early_exit", predictions, CostTable(batch_size=1, calls=calls))
+    g = scheme_graph("early_exit", predictions, Costs(batch_size=1, calls=calls))
     only_exit1 = ~g.correct_top1[0] & g.correct_top1[1]
     assert only_exit1.any()
     route = oracle_route(g)
     assert (route.stop[only_exit1] == 1).all()
     assert route.visited[only_exit1][:, :2].all()
     assert route.cost_ms[only_exit1] == pytest.approx(2.5)
-    assert route.paid_ms[only_exit1][:, :2] == pytest.approx(np.tile([1.0, 1.5], (only_exit1.sum(), 1)))
+    paid = route.paid_ms[only_exit1][:, :2]
+    assert paid == pytest.approx(np.tile([1.0, 1.5], (only_exit1.sum(), 1)))
 
 
 def test_uniform_follows_the_default_chain():
