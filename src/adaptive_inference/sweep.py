@@ -14,9 +14,10 @@ A lambda sweep reaches only the lower convex hull of the achievable (loss, time)
 fixed decision costs make that set non-convex; the sweep is **filled** by shifting the learned
 rules' "stop" intercepts of each lambda's policy over a grid (``shifts``: a conservative or
 aggressive knob on the same rules), and the curve keeps the Pareto front of training (loss,
-time) of all of them. Shifting was preferred to mixing neighbouring policies: each point stays
-one deterministic policy that the runtime runs as it is, and points off the hull are reached,
-not averaged. The uniform, cascade and single-node policies are routes of the same class
+time) of all of them (ties in training loss kept: :func:`pareto_front`). Shifting was
+preferred to mixing neighbouring policies: each point stays one deterministic policy that the
+runtime runs as it is, and points off the hull are reached, not averaged. The uniform, cascade
+and single-node policies are routes of the same class
 (:func:`~adaptive_inference.policies.threshold_policy`), and join the candidates, so that at
 every lambda the learned curve holds a policy whose training objective is at most theirs; the
 ``origin`` column says where each learned point comes from (``recursion``, ``shifted``,
@@ -201,15 +202,28 @@ def class_baselines(
 
 
 def pareto_front(policies: Sequence[TradeoffPolicy]) -> list[TradeoffPolicy]:
-    """The policies no other beats on both training loss and training cost (cheapest first;
-    of equal points the first listed)."""
+    """The policies that no policy at most as costly beats on training loss, cheapest first
+    (of equal points, the first listed).
+
+    Ties in training loss are kept: the 0/1 training loss is coarse, and a costlier policy with
+    the same training loss is usually the more conservative one, so the validation split
+    (:func:`~adaptive_inference.readoff.choose`) decides between them. Dropping them collapses
+    the curve where the training loss saturates (accurate networks, a few hundred training
+    examples): only the cheapest policy at the floor would be left between the aggressive
+    points and the reference, and where its validation loss is over a budget nothing faster
+    than the reference could be read off there, though uniform's conservative thresholds
+    (candidates of the curve) reach it."""
     order = sorted(range(len(policies)), key=lambda i: (policies[i].train_cost_ms_,
                                                          policies[i].train_loss_, i))
-    front, best = [], np.inf
+    front, best, last = [], np.inf, None
     for i in order:
-        if policies[i].train_loss_ < best - 1e-12:
-            front.append(policies[i])
-            best = policies[i].train_loss_
+        point = (policies[i].train_cost_ms_, policies[i].train_loss_)
+        if point[1] > best + 1e-12:
+            continue
+        if last is not None and np.allclose(point, last, rtol=0.0, atol=1e-12):
+            continue  # the same point again
+        front.append(policies[i])
+        best, last = min(best, point[1]), point
     return front
 
 
@@ -226,8 +240,10 @@ def learned_curve(
     """The learned curve (module doc): the recursion at every lambda (:func:`fit_curve`,
     ``options``), each policy's intercept shifts, the baselines of the class; the Pareto front
     of their training (loss, time), cheapest first, and "always the reference" (the curve's
-    lambda-0 end) in any case. Each kept policy's ``lam`` is the lambda at which it has the
-    least training objective among the candidates (0 for the reference)."""
+    lambda-0 end) in any case. Each kept policy's ``lam`` is the first lambda of the grid (0 and
+    the recursion's) at which it has the least training objective of the curve; for a policy
+    that has it at none (off the lower convex hull), the lambda at which it comes nearest to
+    the least; 0 for the reference."""
     rows = graph.rows(train)
     recursion = fit_curve(graph, train, lambdas, features=features, **options)
     loss = recursion[0].loss
@@ -244,9 +260,15 @@ def learned_curve(
     losses = np.array([p.train_loss_ for p in front])
     costs = np.array([p.train_cost_ms_ for p in front])
     objective = losses[:, None] + grid[None, :] * costs[:, None]
+    winner, best = np.argmin(objective, axis=0), objective.min(axis=0)
     for i, policy in enumerate(front):
-        wins = np.flatnonzero(np.argmin(objective, axis=0) == i)
-        policy.lam = float(grid[wins[0]]) if wins.size else float(policy.lam)
+        wins = np.flatnonzero(winner == i)
+        if policy is reference:
+            policy.lam = 0.0
+        elif wins.size:
+            policy.lam = float(grid[wins[0]])
+        else:  # off the lower hull (a shift's fill, say): where it comes nearest to the best
+            policy.lam = float(grid[np.argmin(objective[i] - best)])
         policy.train_objective_ = policy.train_loss_ + policy.lam * policy.train_cost_ms_
     return front
 
