@@ -2,12 +2,15 @@
 
 Generates the workflow's tables for a paper-like family on 50,000 examples x 1,000 classes:
 ``alexnet`` and ``googlenet`` (one exit each) and ``resnet50`` (exits after its first three
-stages, then the final one); costs are made up in the proportions of the paper's networks. It
-then builds the early-exit graph (ResNet50's exits) and the network-selection graph, and runs
-:func:`~adaptive_inference.sweep.run_sweep` on each with the default methods (learned and
-myopic at every lambda for top-1 and top-5, uniform, cascades, oracles, single nodes) and the
-bootstrap, fitting on half of the examples and measuring on the other half. It prints the time
-of each part. Target: building the graphs plus both sweeps under 60 s on 2 cores.
+stages, then the final one); costs are made up in the proportions of the paper's networks
+(:meth:`~adaptive_inference.costs.Costs.additive`). It then builds the early-exit graph
+(ResNet50's exits) and the network-selection graph, and runs
+:func:`~adaptive_inference.sweep.run_sweep` on each with the default methods (the learned curve:
+the recursion at every lambda, its intercept shifts and the baselines of its class; myopic at
+every lambda; top-1 and top-5; uniform, cascades, oracles, single nodes), the bootstrap and the
+operating points chosen on validation with intervals that include the choice: fitted on 35% of
+the examples, chosen on 15%, measured on 50% (the default study's proportions). It prints the
+time of each part. Target: building the graphs plus both sweeps under 60 s on 2 cores.
 
     .venv/bin/python benchmarks/bench_policies.py [--lambdas 40] [--refine 20] [--bootstrap 1000]
         [--combined] [--no-warm-start] [--profile]
@@ -24,9 +27,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from adaptive_inference.graph import combined_graph, early_exit_graph, network_selection_graph
-from adaptive_inference.sweep import run_sweep, speedup_at_loss
+from adaptive_inference.costs import Costs
+from adaptive_inference.graph import scheme_graph
+from adaptive_inference.sweep import run_sweep
 
+SHIFTS = (-1.0, -0.5, 0.5, 1.0)  # the schema's default intercept shifts
 # network -> (per-exit boost of the label's logit, per-stage cost ms, per-head cost ms)
 FAMILY = {
     "alexnet": ([3.2], [1.0], [0.05]),
@@ -37,12 +42,12 @@ FAMILY = {
 
 def generate_tables(
     n: int, classes: int, topk: int = 5, seed: int = 0, chunk: int = 5000
-) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
-    """Predictions tables (extraction's format) and exit costs (timing's format)."""
+) -> dict[str, pd.DataFrame]:
+    """Predictions tables (extraction's format)."""
     gen = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, classes, (n,), generator=gen)
     difficulty = torch.randn(n, generator=gen)
-    predictions, exit_costs = {}, {}
+    predictions = {}
     for net, (boosts, stages, heads) in FAMILY.items():
         names = [f"exit{e}" for e in range(len(boosts) - 1)] + ["final"]
         frames = []
@@ -81,20 +86,7 @@ def generate_tables(
         table = pd.concat(frames, ignore_index=True)
         table["exit_name"] = pd.Categorical(table["exit_name"], categories=names)
         predictions[net] = table
-        stage_ms = np.cumsum(stages)
-        exit_costs[net] = pd.DataFrame(
-            {
-                "setting": "latency",
-                "batch_size": 1,
-                "exit": np.arange(len(boosts)),
-                "exit_name": names,
-                "exit_after": np.arange(len(boosts)),
-                "stage_ms": stage_ms,
-                "head_ms": heads,
-                "cumulative_ms": stage_ms + np.asarray(heads),
-            }
-        )
-    return predictions, exit_costs
+    return predictions
 
 
 def main() -> None:
@@ -114,21 +106,24 @@ def main() -> None:
 
     print(f"threads: torch {torch.get_num_threads()}")
     start = time.perf_counter()
-    predictions, exit_costs = generate_tables(args.examples, args.classes)
+    predictions = generate_tables(args.examples, args.classes)
+    costs = Costs.additive(
+        {net: stages for net, (_, stages, _) in FAMILY.items()},
+        {net: heads for net, (_, _, heads) in FAMILY.items()}, decision_ms=args.decision_ms,
+    )
     seconds = time.perf_counter() - start
     print(f"generate tables ({args.examples} x {args.classes} classes): {seconds:.1f} s")
     for net, table in predictions.items():
         acc = table.groupby("exit", observed=True)[["correct_top1", "correct_top5"]].mean().round(3)
         print(f"  {net}: top1 {acc['correct_top1'].tolist()} top5 {acc['correct_top5'].tolist()}")
 
-    ids = np.arange(args.examples)
-    rng = np.random.default_rng(0)
-    train = np.sort(rng.choice(ids, args.examples // 2, replace=False))
-    test = np.setdiff1d(ids, train)
+    order = np.random.default_rng(0).permutation(args.examples)
+    cut = [int(0.35 * args.examples), int(0.5 * args.examples)]
+    train, validation, test = (np.sort(part) for part in np.split(order, cut))
     options = dict(
         losses=args.losses, lambda_count=args.lambdas, lambda_refine=args.refine,
         threshold_count=args.thresholds, bootstrap_samples=args.bootstrap,
-        warm_start=not args.no_warm_start,
+        warm_start=not args.no_warm_start, shifts=SHIFTS,
     )
 
     profiler = cProfile.Profile() if args.profile else None
@@ -137,21 +132,16 @@ def main() -> None:
     timings = {}
     t0 = time.perf_counter()
     graphs = {
-        "early_exit": early_exit_graph(
-            predictions["resnet50"], exit_costs["resnet50"], network="resnet50",
-            decision_ms=args.decision_ms,
-        ),
-        "network_selection": network_selection_graph(
-            predictions, exit_costs, decision_ms=args.decision_ms
-        ),
+        "early_exit": scheme_graph("early_exit", {"resnet50": predictions["resnet50"]}, costs),
+        "network_selection": scheme_graph("network_selection", predictions, costs),
     }
     if args.combined:
-        graphs["combined"] = combined_graph(predictions, exit_costs, decision_ms=args.decision_ms)
+        graphs["combined"] = scheme_graph("combined", predictions, costs)
     timings["build graphs"] = time.perf_counter() - t0
     results = {}
     for scheme, graph in graphs.items():
         t = time.perf_counter()
-        results[scheme] = run_sweep(graph, train, test, **options)
+        results[scheme] = run_sweep(graph, train, validation, test, **options)
         timings[f"sweep {scheme}"] = time.perf_counter() - t
     total = time.perf_counter() - t0
     if profiler:
@@ -161,14 +151,16 @@ def main() -> None:
         points = result.points
         counts = points.groupby("method").size().to_dict()
         print(f"{scheme}: {len(points)} points {counts}, {len(result.policies)} fitted policies")
-        methods = ["learned", "myopic", "uniform", "oracle"]
-        table = speedup_at_loss(points, (0.5, 1.0, 2.0), metric="top1", methods=methods)
-        table = table[table["train_loss"].isin(["top1", ""])]
-        columns = ["method", "max_loss", "speedup", "speedup_lo", "speedup_hi", "top1_loss"]
+        table = result.headline
+        table = table[(table["metric"] == "top1") & table["train_loss"].isin(["top1", ""])
+                      & table["method"].isin(["learned", "myopic", "uniform", "cascade", "oracle"])]
+        columns = ["method", "choice", "max_loss", "speedup", "speedup_lo", "speedup_hi",
+                   "top1_loss"]
         print(table[columns].round(3).to_string(index=False))
     for name, seconds in timings.items():
         print(f"{name}: {seconds:.1f} s")
-    grid = f"{args.lambdas}+{args.refine} lambdas x {len(args.losses)} losses x 2 methods"
+    grid = (f"{args.lambdas}+{args.refine} lambdas (learned with {len(SHIFTS)} shifts) x "
+            f"{len(args.losses)} losses x 2 methods")
     print(f"TOTAL (graphs + sweeps, {grid}, bootstrap {args.bootstrap}): {total:.1f} s")
     if profiler:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)

@@ -360,6 +360,8 @@ class StageGraph(GraphStructure):
         own, then per dominator (path features) that node's own and its two path columns."""
         rows = slice(None) if rows is None else rows
         own, *earlier = self.feature_nodes(node)
+        if not earlier:
+            return self.features[own, rows]
         parts = [self.features[own, rows]]
         top1 = self.predictions[own, rows]
         for d in earlier:

@@ -270,13 +270,16 @@ class TradeoffPolicy(BaseEstimator):
         loss = graph.loss(self.loss, rows)
         lam = float(self.lam)
         cost_to_go = np.empty_like(loss)  # what the recursion minimises (myopic: its belief)
+        loss_to_go = np.empty_like(loss)  # the fitted policy's actual loss from each node
+        time_to_go = np.zeros_like(loss)  # and its actual time (ms) from each node on
         rules: list[NodeRule | None] = [None] * graph.num_nodes
         estimators: dict[tuple[int, int], LogisticRegression] = {}
         index = np.arange(rows.size)
         for node in reversed(range(graph.num_nodes)):
             succ = graph.successors[node]
             if not succ:
-                cost_to_go[node] = loss[node]
+                cost_to_go[node] = loss_to_go[node] = loss[node]
+                time_to_go[node] = graph.answer_ms
                 continue
             ahead = loss if self.myopic else cost_to_go
             go = [lam * graph.edge_ms[(node, m)] + ahead[m] for m in succ]
@@ -288,8 +291,16 @@ class TradeoffPolicy(BaseEstimator):
             )
             rules[node] = rule
             estimators.update({(node, s): e for s, e in enumerate(fitted) if e is not None})
-            decides = rule.constant_action is None
-            cost_to_go[node] = costs[chosen, index] + (lam * graph.decision_ms[node] if decides else 0.0)
+            decision_ms = graph.decision_ms[node] if rule.constant_action is None else 0.0
+            cost_to_go[node] = costs[chosen, index] + lam * decision_ms
+            loss_to_go[node] = loss[node]
+            time_to_go[node] = decision_ms + graph.answer_ms
+            for a, m in enumerate(succ, start=1):
+                sent = chosen == a
+                loss_to_go[node, sent] = loss_to_go[m, sent]
+                time_to_go[node, sent] = (
+                    decision_ms + graph.edge_ms[(node, m)] + time_to_go[m, sent]
+                )
         if self.myopic:
             start = 0
         else:
@@ -305,7 +316,10 @@ class TradeoffPolicy(BaseEstimator):
         self.recursion_objective_ = float(
             cost_to_go[start].mean() + lam * (graph.alone_ms[start] + graph.answer_ms)
         )
-        self._score(graph, rows)
+        # what the fitted rules do (equal to simulating the policy: a test checks it)
+        self.train_loss_ = float(loss_to_go[start].mean())
+        self.train_cost_ms_ = float(time_to_go[start].mean() + graph.alone_ms[start])
+        self.train_objective_ = self.train_loss_ + lam * self.train_cost_ms_
         return self
 
     def _score(self, graph: StageGraph, rows: np.ndarray) -> None:

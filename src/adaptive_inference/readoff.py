@@ -5,11 +5,14 @@ the evaluation set (docs/method.md, "Operating points"): fitted on ``policy_trai
 on ``policy_validation``, **reported** on ``test``. For a loss budget ``X`` (points of top-1 or
 top-5 accuracy against the reference), :func:`choose` takes the point with the best validation
 speedup among those whose validation loss is within the budget with confidence: the upper
-confidence bound ``val_loss + z * val_loss_se <= X`` (``z`` the one-sided normal quantile of
-``confidence``; ``val_loss_se`` the standard error of the paired per-example loss difference).
-The test split only reports that point. Choosing on validation keeps the test numbers unbiased;
-the bound keeps the realised loss within the budget most of the time (how often is measured over
-resplits, :mod:`adaptive_inference.robustness`).
+confidence bound ``val_loss + z * val_loss_se <= X`` (``z`` the one-sided normal
+quantile of ``confidence``; ``val_loss_se`` the standard error of the paired per-example loss
+difference). The test split only reports the
+chosen point. Choosing on validation keeps the test numbers unbiased; the bound keeps the
+realised test loss within the budget most of the time: the chosen point's true loss sits near
+``X - z * se``, so about ``confidence`` of the time for one point, less where the choice among
+many neighbouring points picks a lucky one. How often it holds is measured over resplits
+(:mod:`adaptive_inference.robustness`).
 
 :func:`envelope` is the optimistic reading: the best *test* point within the budget (the test
 split both chooses and reports). It is kept for comparison, labelled as such.

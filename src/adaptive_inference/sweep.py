@@ -316,11 +316,10 @@ def _resampled_means(
     return centre + counts @ values / n
 
 
-def _centred(columns: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Stack per-example columns, centred (float32), and their means (float64)."""
-    stacked = np.stack(columns, axis=1).astype(np.float64)
-    centre = stacked.mean(axis=0)
-    return (stacked - centre).astype(np.float32), centre
+def _centred(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A per-example matrix ``(examples, columns)`` centred (float32) and its column means."""
+    centre = matrix.mean(axis=0, dtype=np.float64)
+    return (matrix - centre).astype(np.float32), centre
 
 
 def run_sweep(
@@ -482,10 +481,10 @@ def _tables(
     bounds = {}
     if samples > 0:
         k = cost.shape[1]
-        centred, centre = _centred([
-            *cost.T, *_loss_columns(graph, test_rows, tst, "top1").T,
-            *_loss_columns(graph, test_rows, tst, "top5").T,
-        ])
+        centred, centre = _centred(np.concatenate([
+            cost, _loss_columns(graph, test_rows, tst, "top1"),
+            _loss_columns(graph, test_rows, tst, "top5"),
+        ], axis=1))
         rng = np.random.default_rng(seed)
         means = np.empty((samples, 3 * k))
         for start in range(0, samples, BOOTSTRAP_CHUNK):
@@ -583,50 +582,64 @@ def _interval_with_choice(
     level: float,
 ) -> pd.DataFrame:
     """``chosen`` with ``speedup_lo/hi`` and ``<metric>_loss_lo/hi`` from resamples in which the
-    choice is made again (the validation loss bound keeps the full sample's standard error)."""
+    choice is made again by the same rule (:func:`~adaptive_inference.readoff.choose`; the
+    bound keeps the full sample's standard errors): validation and test examples are resampled
+    together, and each resample reports the test speedup and loss of its own choice."""
     ref_ms = graph.reference_ms
-    z = z_score(confidence)
-    k = len(points)
-    v_values, v_centre = _centred([
-        *np.stack([m.cost_ms for m in val], axis=1).T,
-        *_loss_columns(graph, parts["validation"], val, metric).T,
-    ])
-    t_values, t_centre = _centred([
-        *np.stack([m.cost_ms for m in tst], axis=1).T,
-        *_loss_columns(graph, parts["test"], tst, metric).T,
-    ])
-    margin = z * points[f"val_{metric}_loss_se"].to_numpy() / 100
-    groups = {key: g.index.to_numpy() for key, g in points.groupby(["scheme", "method", "train_loss"], sort=False)}
-    candidates = {key: idx[(points.loc[idx, "method"] != "oracle").to_numpy()
-                           | (points.loc[idx, "variant"] == metric).to_numpy()]
-                  for key, idx in groups.items()}
+    margin = z_score(confidence) * points[f"val_{metric}_loss_se"].to_numpy() / 100
+    groups = {}
+    for key, group in points.groupby(["scheme", "method", "train_loss"], sort=False):
+        if key[1] == "oracle":
+            group = group[group["variant"] == metric]
+        groups[key] = group.index.to_numpy()
+    columns = np.unique(np.concatenate(list(groups.values())))
+    position = {c: i for i, c in enumerate(columns)}
+    k = len(columns)
+    v_values, v_centre = _centred(np.concatenate([
+        np.stack([val[c].cost_ms for c in columns], axis=1),
+        _loss_columns(graph, parts["validation"], [val[c] for c in columns], metric),
+    ], axis=1))
+    t_cost = np.stack([m.cost_ms for m in tst], axis=1)
+    t_loss = _loss_columns(graph, parts["test"], tst, metric)
+    n_val, n_test = len(parts["validation"]), len(parts["test"])
     rng = np.random.default_rng(seed + 1)
-    picks = {(row.scheme, row.method, row.train_loss, row.max_loss): ([], [])
-             for row in chosen.itertuples()}
+    picks: dict[tuple, list[tuple[float, float]]] = {
+        (row.scheme, row.method, row.train_loss, row.max_loss): [] for row in chosen.itertuples()
+    }
     for start in range(0, samples, BOOTSTRAP_CHUNK):
         size = min(BOOTSTRAP_CHUNK, samples - start)
-        vm = _resampled_means(v_values, v_centre,
-                              rng.integers(0, len(parts["validation"]), (size, len(parts["validation"]))))
-        tm = _resampled_means(t_values, t_centre,
-                              rng.integers(0, len(parts["test"]), (size, len(parts["test"]))))
+        vm = _resampled_means(v_values, v_centre, rng.integers(0, n_val, (size, n_val)))
+        draws = rng.integers(0, n_test, (size, n_test))
+        offsets = (draws + (np.arange(size) * n_test)[:, None]).ravel()
+        counts = np.bincount(offsets, minlength=size * n_test).reshape(size, n_test)
         val_speedup = ref_ms / vm[:, :k]
-        ucb = vm[:, k:] + margin
-        for (scheme, method, train_loss, level_), (speedups, losses_) in picks.items():
-            idx = candidates[(scheme, method, train_loss)]
-            ok = ucb[:, idx] <= level_ / 100
-            score = np.where(ok, val_speedup[:, idx], -np.inf)
-            best = idx[score.argmax(axis=1)]
-            valid = ok.any(axis=1)
-            speedups.extend(np.where(valid, ref_ms / tm[np.arange(size), best], np.nan))
-            losses_.extend(np.where(valid, 100 * tm[np.arange(size), k + best], np.nan))
+        ucb = vm[:, k:] + margin[columns]
+        chosen_cols = np.full((size, len(picks)), -1)
+        for g, (scheme, method, train_loss, budget) in enumerate(picks):
+            cols = np.array([position[c] for c in groups[(scheme, method, train_loss)]])
+            ok = ucb[:, cols] <= budget / 100
+            best = cols[np.where(ok, val_speedup[:, cols], -np.inf).argmax(axis=1)]
+            chosen_cols[:, g] = np.where(ok.any(axis=1), columns[best], -1)
+        used, slot = np.unique(np.maximum(chosen_cols, 0), return_inverse=True)
+        weights = counts.astype(np.float32) / n_test
+        cost_means = weights @ t_cost[:, used].astype(np.float32)
+        loss_means = weights @ t_loss[:, used]
+        slot = slot.reshape(chosen_cols.shape)
+        rows = np.arange(size)[:, None]
+        speedup = np.where(chosen_cols >= 0, ref_ms / cost_means[rows, slot], np.nan)
+        loss = np.where(chosen_cols >= 0, 100 * loss_means[rows, slot], np.nan)
+        for g, key in enumerate(picks):
+            picks[key].extend(zip(speedup[:, g], loss[:, g]))
     q = [(1 - level) / 2, 1 - (1 - level) / 2]
     chosen = chosen.copy()
     for i, row in enumerate(chosen.itertuples()):
-        speedups, losses_ = (np.asarray(v) for v in picks[(row.scheme, row.method, row.train_loss, row.max_loss)])
-        if np.isnan(row.point_id) or np.isnan(speedups).all():
+        values = np.asarray(picks[(row.scheme, row.method, row.train_loss, row.max_loss)])
+        if np.isnan(row.point_id) or np.isnan(values[:, 0]).all():
             continue
-        chosen.loc[chosen.index[i], ["speedup_lo", "speedup_hi"]] = np.nanquantile(speedups, q)
-        chosen.loc[chosen.index[i], [f"{metric}_loss_lo", f"{metric}_loss_hi"]] = np.nanquantile(losses_, q)
+        chosen.loc[chosen.index[i], ["speedup_lo", "speedup_hi"]] = np.nanquantile(values[:, 0], q)
+        chosen.loc[chosen.index[i], [f"{metric}_loss_lo", f"{metric}_loss_hi"]] = (
+            np.nanquantile(values[:, 1], q)
+        )
     return chosen
 
 
