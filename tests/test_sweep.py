@@ -71,8 +71,10 @@ def route_objective(graph, policy, rows, lam):
 # -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("C", [1.0, 1e-4])
 @pytest.mark.parametrize("kind", KINDS)
-def test_learned_curve_beats_the_class_baselines_at_every_lambda(tables, split, kind):
+def test_learned_curve_beats_the_class_baselines_at_every_lambda(tables, split, kind, C):
+    # (C = 1e-4: rules so regularised that the recursion alone loses to the thresholds)
     predictions, costs = tables
     graph = build(kind, predictions, costs)
     train = split[0]
@@ -81,7 +83,7 @@ def test_learned_curve_beats_the_class_baselines_at_every_lambda(tables, split, 
     thresholds = default_thresholds(graph, rows, 12)
     lambdas = lambda_grid(graph, rows.size, count=8)
     curve = learned_curve(graph, train, lambdas, features=features, thresholds=thresholds,
-                          shifts=(-1.0, 1.0), refine=3)
+                          shifts=(-1.0, 1.0), refine=3, C=C)
     firsts = cascade_firsts(graph)
     assert firsts
     baselines = [uniform_route(graph, t, train) for t in thresholds]
@@ -99,7 +101,7 @@ def test_learned_curve_beats_the_class_baselines_at_every_lambda(tables, split, 
         assert best <= (loss + lam * cost).min() + 1e-12, lam
         # and at the recursion's own lambda, no worse than the recursion's policy
         if lam > 0:
-            fitted = TradeoffPolicy(lam=lam).fit(graph, train, features=features)
+            fitted = TradeoffPolicy(lam=lam, C=C).fit(graph, train, features=features)
             assert best <= fitted.train_objective_ + 1e-12
 
 
