@@ -7,7 +7,7 @@ import torch
 from adaptive_inference.costs import segment_key
 from adaptive_inference.cuda_graphs import CapturedSegment, capture_reason, capture_sizes
 from adaptive_inference.networks import build_network
-from adaptive_inference.runtime import build_segment
+from adaptive_inference.segments import build_segment
 
 
 @pytest.fixture(scope="module")

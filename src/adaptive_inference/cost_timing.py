@@ -60,7 +60,8 @@ from adaptive_inference.decision import (
 from adaptive_inference.device import memory_format
 from adaptive_inference.graph import GraphStructure
 from adaptive_inference.models import MultiExitNetwork
-from adaptive_inference.runtime import build_segment, split_by_action
+from adaptive_inference.runtime import split_by_action
+from adaptive_inference.segments import build_segment
 from adaptive_inference.timing import Timer
 
 

@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from adaptive_inference.runtime import AdaptiveRuntime, Segment
+from adaptive_inference.runtime import AdaptiveRuntime
+from adaptive_inference.segments import Segment
 
 
 def capture_reason(device: torch.device, enabled: bool) -> str | None:

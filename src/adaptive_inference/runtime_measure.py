@@ -56,7 +56,8 @@ from adaptive_inference.models import MultiExitNetwork
 from adaptive_inference.policies import TradeoffPolicy
 from adaptive_inference.pretrained import transforms_of
 from adaptive_inference.readoff import operating_points
-from adaptive_inference.runtime import AdaptiveRuntime, Segment, slice_inputs
+from adaptive_inference.runtime import AdaptiveRuntime, slice_inputs
+from adaptive_inference.segments import Segment
 from adaptive_inference.study import Study
 
 REFERENCE = "reference"
