@@ -1,21 +1,13 @@
-"""Tests of the DAG of stages (adaptive_inference.graph) and the costs that price it
-(adaptive_inference.costs): builders, costs, features, routing."""
+"""Tests of the DAG of stages (adaptive_inference.graph): builders, the additive costs that
+price the test graphs, features, routing. (Costs as data: test_costs.py.)"""
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 from policy_data import make_graph, synthetic_tables, table_costs, with_decision_ms
 
-from adaptive_inference.costs import (
-    ANSWER,
-    TABLE_COLUMNS,
-    Costs,
-    decision_key,
-    key_columns,
-    segment_key,
-)
+from adaptive_inference.costs import ANSWER, Costs, decision_key, segment_key
 from adaptive_inference.decision import PATH_EXTRA
 from adaptive_inference.graph import (
     STOP,
@@ -55,36 +47,6 @@ def test_additive_costs_add_stages_and_heads():
     with pytest.raises(KeyError, match="time_costs"):
         costs.per_example(segment_key("other", None, 0))
     assert costs.scaled(2.0).segment_ms("net", 0, 2) == pytest.approx(12.6)
-
-
-def test_call_ms_interpolates_between_timed_sizes():
-    key = segment_key("net", None, 0)
-    costs = Costs(batch_size=8, calls={key: {1: 1.0, 8: 4.0, 32: 8.0}})
-    assert costs.per_example(key) == pytest.approx(0.5)
-    assert costs.call_ms(key, 1) == pytest.approx(1.0)
-    assert costs.call_ms(key, 8) == pytest.approx(4.0)
-    assert costs.call_ms(key, 20) == pytest.approx(6.0)  # halfway between 8 and 32
-    assert costs.call_ms(key, 64) == pytest.approx(16.0)  # beyond: per example of the largest
-    with pytest.raises(ValueError, match="batch size 8"):
-        Costs(batch_size=8, calls={key: {1: 1.0}})
-
-
-def test_costs_from_a_timing_table():
-    keys = [segment_key("net", None, 0), segment_key("net", 0, 1), decision_key(2, 1, "net", 0),
-            ANSWER]
-    rows = []
-    for size in (1, 16):
-        for i, key in enumerate(keys):
-            row = {c: 0.0 for c in TABLE_COLUMNS}
-            row.update(key_columns(key), batch_size=size, cost_ms=(i + 1.0) * size ** 0.5)
-            rows.append(row)
-    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
-    costs = Costs.from_table(table)
-    assert costs.batch_size == 16  # the setting's own (the largest timed size)
-    for i, key in enumerate(keys):
-        assert costs.calls[key] == {1: pytest.approx(i + 1.0), 16: pytest.approx(4 * (i + 1.0))}
-        assert costs.per_example(key) == pytest.approx((i + 1.0) / 4)
-    assert Costs.from_table(table, batch_size=1).per_example(keys[1]) == pytest.approx(2.0)
 
 
 # -------------------------------------------------------------------------------------------
