@@ -28,6 +28,7 @@ from adaptive_inference.policies import (
     standardize,
     threshold_policy,
 )
+from adaptive_inference.study import load_policies, save_policies
 from adaptive_inference.sweep import lambda_grid
 
 SELECTION = [[1, 2], [2], []]  # A -> {B, C}, B -> {C}
@@ -545,8 +546,6 @@ def test_policies_round_trip_through_plain_data(selection, combined):
 
 
 def test_policies_round_trip_through_a_file(selection, tmp_path):
-    from adaptive_inference.study import load_policies, save_policies
-
     graph, train, test = selection
     policies = dict(enumerate(round_trip_policies(graph, train)))
     path = tmp_path / "policies.json"

@@ -18,6 +18,7 @@ from adaptive_inference.costs import Costs
 from adaptive_inference.graph import scheme_graph
 from adaptive_inference.policies import TradeoffPolicy, standardize
 from adaptive_inference.readoff import choose
+from adaptive_inference.study import load_policies, save_policies
 from adaptive_inference.sweep import (
     METHODS,
     class_baselines,
@@ -305,8 +306,6 @@ def test_lambda_grid_endpoints():
 
 
 def test_saved_policies_replay_the_table(selection_sweep, split, tmp_path):
-    from adaptive_inference.study import load_policies, save_policies
-
     graph, result = selection_sweep
     path = tmp_path / "policies.json"
     save_policies(result.policies, path)
