@@ -62,6 +62,16 @@ def structures(networks, path_features: bool):
     ]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One thread, as the timing jobs run (on a small, shared machine a second thread mostly
+    waits)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def joint():
     """A real joint timing job: the three schemes (with path features, so that decisions read

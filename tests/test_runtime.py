@@ -1,37 +1,49 @@
 """The adaptive runtime: fitted policies run for real give the simulated answers.
 
 A small real study is built once: three networks of the default family trained briefly on
-Fashion-MNIST, their predictions extracted on 600 evaluation images, fixed exit costs, and the
-learned policies of the three schemes fitted on half of the images. The runtime must then stop
-every test example where the simulation stops it and give it the class the extraction recorded
-there, at batch 1 and batched.
+Fashion-MNIST, their predictions extracted on 600 evaluation images, costs that add up
+(:meth:`Costs.additive`; a throughput setting timed at several batch sizes), the examples split
+into policy_train / policy_validation / test, and the learned policies of the three schemes
+fitted by the sweep. The runtime must then stop every test example where the simulation stops
+it and give it the class the extraction recorded there, one example at a time and as a
+rebatched stream, at batch sizes where examples wait in the queues across input batches; and
+the rebatched stream must run every segment on full batches but for one flush call, the calls
+the batched prediction counts.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+from collections import defaultdict
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import REPO
 
+from adaptive_inference import figures
+from adaptive_inference.costs import ANSWER, TABLE_COLUMNS, Costs, decision_key, key_columns
+from adaptive_inference.costs import segment_key as seg
+from adaptive_inference.decision import STOP, DecisionRule, NodeRule
 from adaptive_inference.extraction import extract
-from adaptive_inference.graph import STOP
-from adaptive_inference.io import write_json, write_parquet
-from adaptive_inference.models import build_network
-from adaptive_inference.runtime import (
-    AdaptiveRuntime,
-    DecisionRule,
-    load_study,
-    operating_points,
-    read_study,
-    slice_inputs,
+from adaptive_inference.graph import NetworkTable, Route, scheme_structure
+from adaptive_inference.io import write_parquet
+from adaptive_inference.layout import Layout
+from adaptive_inference.networks import build_network
+from adaptive_inference.runtime import AdaptiveRuntime, slice_inputs
+from adaptive_inference.runtime_measure import (
+    RuntimeSettings,
+    Stopwatch,
+    measure_scheme,
+    predicted_batched_ms,
+    segment_counts,
 )
-from adaptive_inference.runtime_measure import Settings, measure_scheme
-from adaptive_inference.splits import ids_of, make_splits
-from adaptive_inference.sweep import run_sweep, save_policies
-from adaptive_inference.training import TrainConfig, save_network, train
+from adaptive_inference.splits import make_splits
+from adaptive_inference.study import Study, load_policies, load_study, read_study, save_policies
+from adaptive_inference.sweep import run_sweep
+from adaptive_inference.training import TrainConfig, train
 
 NETWORKS = {
     "linear": {"arch": "linear"},
@@ -43,16 +55,22 @@ NETWORKS = {
 # Per-example costs (ms) of each stage and head: the policies' routes depend on them, the
 # runtime's answers must not.
 STAGE_MS = {"linear": [0.01], "small_cnn": [0.1], "exit_resnet": [0.3, 0.2, 0.2]}
+HEAD_MS = {"linear": [0.0], "small_cnn": [0.0], "exit_resnet": [0.02, 0.02, 0.02]}
 SCHEMES = {
     "early_exit": {"graph": "early_exit", "networks": ["exit_resnet"]},
     "network_selection": {"graph": "network_selection", "networks": list(NETWORKS)},
     "combined": {"graph": "combined", "networks": list(NETWORKS)},
 }
-DECISION = {"latency": 0.02, "throughput": 0.001}
+FRACTIONS = {"policy_train": 0.4, "policy_validation": 0.2, "test": 0.4}
+THROUGHPUT_BATCH = 64
+OPTIONS = dict(device="cpu", dtype=torch.float32, channels_last=False)
+COMPUTE = {"dtype": "float32", "channels_last": False, "cudnn_benchmark": False,
+           "cuda_graphs": True}
+BATCHES = (7, 64)  # 240 test examples: both leave examples waiting across input batches
 
 
 def config(path_features: bool = False) -> dict:
-    """The parts of a study's config that the runtime reads."""
+    """The parts of a study's config that reading a study back uses."""
     return {
         "networks": NETWORKS,
         "policies": {
@@ -62,85 +80,94 @@ def config(path_features: bool = False) -> dict:
     }
 
 
-def exit_costs(network: str, model) -> pd.DataFrame:
-    stage = np.cumsum(STAGE_MS[network])
-    frames = []
-    for setting, batch_size, scale in (("latency", 1, 1.0), ("throughput", 64, 0.2)):
-        frames.append(pd.DataFrame({
-            "exit": np.arange(model.num_exits),
-            "exit_name": list(model.exit_names),
-            "exit_after": list(model.exit_after),
-            "stage_ms": stage[list(model.exit_after)] * scale * batch_size,
-            "head_ms": 0.02 * scale * batch_size,
-            "setting": setting,
-            "batch_size": batch_size,
-        }))
-    return pd.concat(frames, ignore_index=True)
+def study_costs() -> dict[str, Costs]:
+    """Latency costs at batch 1; throughput costs at the throughput batch, also timed at 1 and
+    16 examples a call (a call on fewer examples costs more per example)."""
+    latency = Costs.additive(STAGE_MS, HEAD_MS, decision_ms=0.02, answer_ms=0.001)
+    scaled = {net: [ms * 0.2 for ms in stages] for net, stages in STAGE_MS.items()}
+    throughput = Costs.additive(scaled, HEAD_MS, decision_ms=0.001, answer_ms=0.0001,
+                                batch_size=THROUGHPUT_BATCH)
+    for sizes in throughput.calls.values():
+        per_example = sizes[THROUGHPUT_BATCH] / THROUGHPUT_BATCH
+        sizes.update({1: per_example * 4, 16: per_example * 16 * 1.5})
+    return {"latency": latency, "throughput": throughput}
 
 
-def write_study(root, networks, small_eval_set, *, path_features: bool) -> None:
-    """Everything the workflow writes that the runtime reads, under ``root/results``."""
-    results = root / "results"
-    images, labels = small_eval_set.tensors
-    splits = make_splits(labels.numpy(), {"policy_train": 0.5, "test": 0.5}, seed=0)
-    write_parquet(splits, results / "splits" / "eval_splits.parquet")
-    write_json(
-        {"settings": {s: {"per_example_ms": ms} for s, ms in DECISION.items()}},
-        results / "timing" / "policy_decision.json",
-    )
-    for name, (model, spec) in networks.items():
-        save_network(model, spec, results / "networks" / name / "model.pt")
-        table = extract(model, small_eval_set, batch_size=128, progress=False).table
-        write_parquet(table, results / "predictions" / name / "predictions.parquet")
-        write_parquet(exit_costs(name, model), results / "timing" / name / "exits.parquet")
-    train_ids, test_ids = ids_of(splits, "policy_train"), ids_of(splits, "test")
-    for scheme in SCHEMES:
-        graph = load_study_graph(root, scheme, path_features)
-        result = run_sweep(
-            graph, train_ids, test_ids, losses=["top1"], methods=["learned"], lambda_count=8,
-            lambda_refine=0, bootstrap_samples=0,
-        )
-        save_policies(result, results / "policies" / scheme / "policies.pkl")
-
-
-def load_study_graph(root, scheme: str, path_features: bool):
-    """The scheme's latency graph, before its policies are fitted."""
-    results = root / "results"
-    nets = SCHEMES[scheme]["networks"]
-    study = read_study(
-        scheme, SCHEMES[scheme], config(path_features)["policies"], "exit_resnet",
-        predictions={n: results / "predictions" / n / "predictions.parquet" for n in nets},
-        exits={n: results / "timing" / n / "exits.parquet" for n in nets},
-        decision=results / "timing" / "policy_decision.json",
-    )
-    return study.graphs["latency"]
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One thread: on a small, shared machine, a second one waits for the first far longer than
+    these tiny networks compute."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
 def networks(small_train_set):
-    """The three networks, trained for one epoch (seeded)."""
+    """The three networks, trained for one pass over the training images (seeded)."""
     out = {}
     for name, entry in NETWORKS.items():
         torch.manual_seed(0)
         spec = {"arch": entry["arch"], "num_classes": 10, "in_channels": 1, "image_size": 28,
                 **entry.get("options", {})}
         model = build_network(**spec)
-        train(model, small_train_set, TrainConfig(epochs=1, batch_size=64), progress=False)
+        recipe = TrainConfig(steps=32, batch_size=64, max_lr=0.1, momentum=0.9,
+                             weight_decay=5e-4, seed=0, channels_last=False)
+        train(model, small_train_set, recipe, progress=False)
         out[name] = (model.eval(), spec)
     return out
 
 
 @pytest.fixture(scope="module")
-def study_root(tmp_path_factory, networks, small_eval_set):
-    root = tmp_path_factory.mktemp("runtime-study")
-    write_study(root, networks, small_eval_set, path_features=False)
-    return root
+def predictions(networks, small_eval_set):
+    """Each network's extracted predictions table (as extraction writes it)."""
+    return {
+        name: extract(model, small_eval_set, batch_size=128, channels_last=False,
+                      progress=False).table
+        for name, (model, _) in networks.items()
+    }
 
 
 @pytest.fixture(scope="module")
-def test_set(study_root, small_eval_set):
+def splits(small_eval_set):
+    return make_splits(small_eval_set.tensors[1].numpy(), FRACTIONS, seed=0)
+
+
+def fitted_study(scheme, predictions, splits, *, path_features: bool) -> Study:
+    """Scheme ``scheme`` of the study with its learned curve fitted on policy_train (read off on
+    policy_validation, measured on test)."""
+    entry = SCHEMES[scheme]
+    study = Study(
+        name=scheme, kind=entry["graph"], networks=list(entry["networks"]),
+        reference="exit_resnet", topk=5, path_features=path_features,
+        tables={n: NetworkTable.read(predictions[n], 5) for n in entry["networks"]},
+        costs=study_costs(), splits=splits,
+    )
+    result = run_sweep(
+        study.graph("latency"), *(study.ids(s) for s in FRACTIONS), losses=["top1"],
+        methods=["learned"], lambda_count=8, lambda_refine=0, threshold_count=10,
+        bootstrap_samples=0, loss_levels=(0.5, 1.0, 2.0, 50.0), confidence=0.8,
+    )
+    study.policies, study.points = result.policies, result.points
+    return study
+
+
+@pytest.fixture(scope="module")
+def studies(predictions, splits):
+    return {s: fitted_study(s, predictions, splits, path_features=False) for s in SCHEMES}
+
+
+@pytest.fixture(scope="module")
+def path_studies(predictions, splits):
+    return {s: fitted_study(s, predictions, splits, path_features=True)
+            for s in ("early_exit", "combined")}
+
+
+@pytest.fixture(scope="module")
+def test_set(splits, small_eval_set):
     """The test examples' ids and images."""
-    ids = ids_of(pd.read_parquet(study_root / "results" / "splits" / "eval_splits.parquet"), "test")
+    ids = splits.loc[splits["split"] == "test", "example_id"].to_numpy()
     return ids, small_eval_set.tensors[0][torch.tensor(ids)]
 
 
@@ -148,12 +175,14 @@ def models(networks) -> dict:
     return {name: model for name, (model, _) in networks.items()}
 
 
+def deciding(policy) -> bool:
+    """Whether the policy has a learned (non-constant) rule."""
+    return any(r is not None and r.constant_action is None for r in policy.rules_)
+
+
 def learned_policies(study):
     """The fitted policies whose routes use at least one learned (non-constant) rule."""
-    return {
-        pid: p for pid, p in study.policies.items()
-        if any(r is not None and r.constant_action is None for r in p.rules_)
-    }
+    return {pid: p for pid, p in study.policies.items() if deciding(p)}
 
 
 def simulated(graph, policy, ids):
@@ -169,16 +198,85 @@ def batch1_answers(runtime, images):
     return np.array([a for a, _ in answers]), np.array([c for _, c in answers])
 
 
+class CountedSegment:
+    """A segment that records the size of each call (and stands in for it in the engine)."""
+
+    def __init__(self, segment, log):
+        self.segment, self.log = segment, log
+        self.from_input, self.network = segment.from_input, segment.network
+        self.node, self.key, self.name = segment.node, segment.key, segment.name
+
+    def __call__(self, h):
+        self.log.append((self.key, self.node, h.shape[0]))
+        return self.segment(h)
+
+
+class RecordedDecision:
+    """A node decision that records the stream rows of each call (and what it reads)."""
+
+    def __init__(self, decision, log):
+        self.decision, self.log = decision, log
+        self.actions, self.constant = decision.actions, decision.constant
+        self.computes, self.reads = decision.computes, decision.reads
+
+    def one(self, logits, memo):
+        return self.decision.one(logits, memo)
+
+    def many(self, logits, memo, rows):
+        self.log.append((self.decision.node, rows.clone()))
+        return self.decision.many(logits, memo, rows)
+
+
+def recorded_stream(runtime, images, batch_size):
+    """Answers of a rebatched run, each segment call ``(key, node, size)`` and each node's
+    rows per call."""
+    calls, rows = [], []
+    twin = runtime.wrapped(lambda s: CountedSegment(s, calls),
+                           lambda d, _: RecordedDecision(d, rows))
+    with torch.inference_mode():
+        stop, classes = twin.run_stream(twin.inputs(images), batch_size)
+    return stop.numpy(), classes.numpy(), calls, rows
+
+
+def path_reads(runtime) -> set[int]:
+    """The dominators whose kept features the runtime's learned rules read."""
+    reads: set[int] = set()
+
+    def look(decision, _):
+        if decision.rule is not None:
+            reads.update(decision.reads)
+        return decision
+
+    runtime.wrapped(lambda s: s, look)
+    return reads
+
+
+def check_rebatched_calls(calls, batch_size, expected_counts):
+    """Every segment runs full batches and at most one smaller (flush) call, its last; the
+    examples of each segment are those the prediction counts."""
+    sizes = defaultdict(list)
+    for key, node, size in calls:
+        sizes[(key, node)].append(size)
+    assert {k: sum(v) for k, v in sizes.items()} == expected_counts
+    for segment, made in sizes.items():
+        full, rest = divmod(sum(made), batch_size)
+        assert made == [batch_size] * full + ([rest] if rest else []), (segment, made)
+
+
+def spans_input_batches(rows, batch_size) -> bool:
+    """Whether some call ran examples of several input batches together."""
+    return any(len(torch.unique(r // batch_size)) > 1 for _, r in rows)
+
+
 # -------------------------------------------------------------------------------------------
 # Decisions
 # -------------------------------------------------------------------------------------------
 
 
-def test_decision_as_tensor_operations_equals_the_rule(study_root, test_set):
+def test_decision_as_tensor_operations_equals_the_rule(studies, test_set):
     ids, _ = test_set
     seen_multi_step = False
-    for scheme in SCHEMES:
-        study = load_study(study_root / "results", config(), scheme)
+    for study in studies.values():
         graph = study.graphs["latency"]
         rows = graph.rows(ids)
         for policy in learned_policies(study).values():
@@ -198,8 +296,6 @@ def test_decision_as_tensor_operations_equals_the_rule(study_root, test_set):
 
 
 def test_decision_rule_on_random_features_with_constant_steps():
-    from adaptive_inference.policies import NodeRule
-
     rng = np.random.default_rng(0)
     rule = NodeRule(
         node=0, actions=np.array([STOP, 1, 2, 3]), feature_names=[f"f{i}" for i in range(7)],
@@ -219,79 +315,124 @@ def test_decision_rule_on_random_features_with_constant_steps():
 # -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scheme", list(SCHEMES))
-def test_answers_equal_the_simulated_policy(scheme, study_root, networks, test_set):
-    """Every learned policy of the sweep: same stop node and class for every test example, one
-    at a time and in batches (of a size that leaves a partial last batch)."""
-    ids, images = test_set
-    study = load_study(study_root / "results", config(), scheme)
+def check_every_policy(study, networks, ids, images, batch_sizes):
+    """Every policy of the study's learned curve: the simulated stop node and class for every
+    example at batch 1 and rebatched at each of ``batch_sizes``, full batches but for one flush
+    call per segment, the examples of each segment those the prediction counts. Returns the
+    stop nodes seen, how many policies decide, whether some call mixed input batches, and the
+    decisions' path-feature reads."""
     graph = study.graphs["latency"]
-    policies = learned_policies(study)
-    assert len(policies) >= 2
-    stops = set()
-    for policy in policies.values():
-        runtime = AdaptiveRuntime(graph, policy, models(networks))
+    rows = graph.rows(ids)
+    stops, decide, mixed, reads = set(), 0, {b: False for b in batch_sizes}, set()
+    for policy in study.policies.values():
+        runtime = AdaptiveRuntime(graph, policy, models(networks), **OPTIONS)
+        route = policy.route_rows(graph, rows)
         stop, classes = simulated(graph, policy, ids)
         stops |= set(stop.tolist())
+        decide += deciding(policy)
         one_stop, one_class = batch1_answers(runtime, images)
         np.testing.assert_array_equal(one_stop, stop)
         np.testing.assert_array_equal(one_class, classes)
-        batched = runtime.classify(images, batch_size=64)
-        np.testing.assert_array_equal(batched.nodes, stop)
-        np.testing.assert_array_equal(batched.classes, classes)
-    assert len(stops) >= 2, "the policies stop every example at one node"
+        counts = segment_counts(graph, route, policy.start_)
+        for batch_size in batch_sizes:
+            got_stop, got_class, calls, called = recorded_stream(runtime, images, batch_size)
+            np.testing.assert_array_equal(got_stop, stop, err_msg=f"batch {batch_size}")
+            np.testing.assert_array_equal(got_class, classes, err_msg=f"batch {batch_size}")
+            check_rebatched_calls(calls, batch_size, counts)
+            mixed[batch_size] |= spans_input_batches(called, batch_size)
+        reads |= path_reads(runtime)
+    return stops, decide, mixed, reads
 
 
-def test_batched_answers_keep_the_input_order(study_root, networks, test_set):
+@pytest.mark.parametrize("scheme", list(SCHEMES))
+def test_answers_equal_the_simulated_policy(scheme, studies, networks, test_set):
+    """Every policy of the learned curve, one example at a time and rebatched at 1, 7 and 64
+    examples a call (240 examples: partial queues wait across input batches)."""
     ids, images = test_set
-    study = load_study(study_root / "results", config(), "combined")
+    study = studies[scheme]
+    stops, decide, mixed, _ = check_every_policy(study, networks, ids, images, (1, *BATCHES))
+    assert decide >= 2, "fewer than two policies of the curve decide anything"
+    assert len(stops) >= 2, "the policies stop every example at one node"
+    assert mixed[7] and mixed[64], "no segment call regrouped examples of several input batches"
+    assert not mixed[1]
+
+
+def test_policies_with_path_features(path_studies, networks, test_set):
+    """Policies that also read their dominators' features (kept, where a rule is constant, for
+    the nodes after it): the memo holds them across the stream's regrouped calls."""
+    ids, images = test_set
+    reads = set()
+    for study in path_studies.values():
+        assert study.graphs["latency"].path_features
+        _, decide, mixed, read = check_every_policy(study, networks, ids, images, BATCHES)
+        assert decide >= 2 and mixed[7] and mixed[64]
+        reads |= read
+    assert reads, "no decision reads its dominators' path features"
+
+
+def test_batched_answers_keep_the_input_order(studies, networks, test_set):
+    ids, images = test_set
+    study = studies["combined"]
     graph = study.graphs["latency"]
     policy = next(iter(learned_policies(study).values()))
-    runtime = AdaptiveRuntime(graph, policy, models(networks))
+    runtime = AdaptiveRuntime(graph, policy, models(networks), **OPTIONS)
     order = np.random.default_rng(1).permutation(len(ids))
-    answers = runtime.classify(images[torch.as_tensor(order)], batch_size=len(ids))
     stop, classes = simulated(graph, policy, ids)
-    np.testing.assert_array_equal(answers.nodes, stop[order])
-    np.testing.assert_array_equal(answers.classes, classes[order])
+    for batch_size in (7, len(ids)):
+        answers = runtime.classify(images[torch.as_tensor(order)], batch_size=batch_size)
+        np.testing.assert_array_equal(answers.nodes, stop[order])
+        np.testing.assert_array_equal(answers.classes, classes[order])
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        runtime.classify(images, batch_size=0)
 
 
-def test_each_stage_and_head_runs_at_most_once_per_example(study_root, networks, test_set):
+def test_each_stage_and_head_runs_at_most_once_per_example(studies, networks, test_set):
     """Going on inside a network continues from the last stage run: the stages run for an
     example are those up to its stop node's exit, once each, and only the heads of the nodes
-    on its path run."""
+    on its path run; one at a time and rebatched alike."""
     ids, images = test_set
-    study = load_study(study_root / "results", config(), "early_exit")
+    study = studies["early_exit"]
     graph = study.graphs["latency"]
     model = networks["exit_resnet"][0]
-    calls = {"stages": 0, "heads": 0}
+    seen = {"stages": 0, "heads": 0}
 
     def count(kind):
-        return lambda *_: calls.__setitem__(kind, calls[kind] + 1)
+        return lambda _, args: seen.__setitem__(kind, seen[kind] + args[0].shape[0])
 
-    hooks = [m.register_forward_hook(count("stages")) for m in model.stages]
-    hooks += [m.register_forward_hook(count("heads")) for m in model.heads]
+    hooks = [m.register_forward_pre_hook(count("stages")) for m in model.stages]
+    hooks += [m.register_forward_pre_hook(count("heads")) for m in model.heads]
     try:
         for policy in learned_policies(study).values():
-            calls.update(stages=0, heads=0)
-            batch1_answers(AdaptiveRuntime(graph, policy, models(networks)), images)
             route = policy.route_rows(graph, graph.rows(ids))
             exit_after = np.asarray(model.exit_after)
-            assert calls["stages"] == (exit_after[route.stop] + 1).sum()
-            assert calls["heads"] == route.visited.sum()
+            runtime = AdaptiveRuntime(graph, policy, models(networks), **OPTIONS)
+            for batch_size in (1, 7):
+                seen.update(stages=0, heads=0)
+                if batch_size == 1:
+                    batch1_answers(runtime, images)
+                else:
+                    runtime.classify(images, batch_size=batch_size)
+                assert seen["stages"] == (exit_after[route.stop] + 1).sum()
+                assert seen["heads"] == route.visited.sum()
     finally:
         for hook in hooks:
             hook.remove()
 
 
-def test_each_network_reads_its_own_inputs(study_root, networks, test_set):
+def test_each_network_reads_its_own_inputs(studies, networks, test_set):
     """Networks that preprocess differently (pre-trained ones: their weights' transforms) get
     one input tensor each, and every segment from the input reads its own network's: here
     exit_resnet (global pooling) reads 32x32 images, the others 28x28 ones."""
     ids, images = test_set
-    study = load_study(study_root / "results", config(), "combined")
+    study = studies["combined"]
     graph = study.graphs["latency"]
-    policy = next(iter(learned_policies(study).values()))
-    runtime = AdaptiveRuntime(graph, policy, models(networks))
+    rows = graph.rows(ids)
+    policy = next(  # a policy that runs every network on some examples
+        p for p in learned_policies(study).values()
+        if {graph.networks[n] for n in np.flatnonzero(p.route_rows(graph, rows).visited.any(0))}
+        == set(NETWORKS)
+    )
+    runtime = AdaptiveRuntime(graph, policy, models(networks), **OPTIONS)
     given = {name: images.clone() for name in NETWORKS}
     stop, classes = simulated(graph, policy, ids)
     answers = runtime.classify(given, batch_size=50)
@@ -315,133 +456,288 @@ def test_each_network_reads_its_own_inputs(study_root, networks, test_set):
     assert sizes == {"linear": {(28, 28)}, "small_cnn": {(28, 28)}, "exit_resnet": {(32, 32)}}
 
 
-def test_reference_alone_answers_with_the_reference(study_root, networks, test_set):
+def test_reference_alone_answers_with_the_reference(studies, networks, test_set):
     ids, images = test_set
-    graph = load_study(study_root / "results", config(), "combined").graphs["latency"]
-    reference = AdaptiveRuntime.reference_alone(graph, models(networks))
-    answers = reference.classify(images, batch_size=50)
+    graph = studies["combined"].graphs["latency"]
+    reference = AdaptiveRuntime.reference_alone(graph, models(networks), **OPTIONS)
     assert graph.names[graph.reference] == "exit_resnet/final"
-    assert (answers.nodes == graph.reference).all()
     expected = graph.predictions[graph.reference, graph.rows(ids)]
-    np.testing.assert_array_equal(answers.classes, expected)
+    for batch_size in (1, 64):
+        answers = reference.classify(images, batch_size=batch_size)
+        assert (answers.nodes == graph.reference).all()
+        np.testing.assert_array_equal(answers.classes, expected)
     assert batch1_answers(reference, images[:5])[0].tolist() == [graph.reference] * 5
+    assert [s.key for _, _, s in reference.segments()][0] == seg("exit_resnet", None, 2)
 
 
-def test_a_changed_rule_gives_other_answers(study_root, networks, test_set):
-    """The comparison can fail: the root's rule moved by a constant answers otherwise."""
+def test_a_changed_rule_gives_other_answers(studies, networks, test_set):
+    """The comparison can fail: a policy whose first learned rule is moved by a constant
+    answers otherwise, and as its own simulation says."""
     ids, images = test_set
-    study = load_study(study_root / "results", config(), "network_selection")
+    study = studies["network_selection"]
     graph = study.graphs["latency"]
-    policy = next(
-        p for p in learned_policies(study).values() if p.rules_[0].constant_action is None
+    policy, stop = next(
+        (p, stop) for p in learned_policies(study).values()
+        if p.rules_[p.start_] is not None and p.rules_[p.start_].learned[0]
+        and 0 < ((stop := simulated(graph, p, ids)[0]) == p.start_).mean() < 1
     )
     changed = copy.deepcopy(policy)
-    changed.rules_[0].intercept = changed.rules_[0].intercept + 2.0
-    stop, _ = simulated(graph, policy, ids)
-    answers = AdaptiveRuntime(graph, changed, models(networks)).classify(images)
+    rule = changed.rules_[policy.start_]
+    rule.intercept = rule.intercept + np.eye(len(rule.intercept))[0] * 2.0  # stop more
+    answers = AdaptiveRuntime(graph, changed, models(networks), **OPTIONS).classify(images, 7)
     assert (answers.nodes != stop).sum() > 0
     np.testing.assert_array_equal(answers.nodes, simulated(graph, changed, ids)[0])
 
 
-def test_policies_with_path_features(tmp_path_factory, networks, small_eval_set):
-    """Policies that also read their dominators' features (kept where a rule is constant)."""
-    root = tmp_path_factory.mktemp("path-features")
-    write_study(root, networks, small_eval_set, path_features=True)
-    ids = ids_of(pd.read_parquet(root / "results" / "splits" / "eval_splits.parquet"), "test")
-    images = small_eval_set.tensors[0][torch.tensor(ids)]
-    read_dominators = False
-    for scheme in ("early_exit", "combined"):
-        study = load_study(root / "results", config(path_features=True), scheme)
-        graph = study.graphs["latency"]
-        for policy in learned_policies(study).values():
-            runtime = AdaptiveRuntime(graph, policy, models(networks))
-            read_dominators |= any(d.reads for d in runtime._decisions)
-            stop, classes = simulated(graph, policy, ids)
-            np.testing.assert_array_equal(batch1_answers(runtime, images)[0], stop)
-            answers = runtime.classify(images, batch_size=40)
-            np.testing.assert_array_equal(answers.nodes, stop)
-            np.testing.assert_array_equal(answers.classes, classes)
-    assert read_dominators
-
-
-# -------------------------------------------------------------------------------------------
-# As a library
-# -------------------------------------------------------------------------------------------
-
-
-def test_runtime_loads_a_fitted_study_from_its_results(study_root, test_set):
-    ids, images = test_set
-    results = study_root / "results"
-    study = load_study(results, config(), "combined")
-    chosen = operating_points(study.points, [1.0], metric="top1", method="learned")
-    runtime = AdaptiveRuntime.from_results(results, config(), "combined", loss_level=1.0)
-    assert runtime.policy.lam == study.policies[int(chosen["point_id"].iloc[0])].lam
-    stop, classes = simulated(study.graphs["latency"], runtime.policy, ids)
-    answers = [runtime.classify_one(image) for image in images[:20]]
-    assert answers == list(zip(stop[:20], classes[:20]))
-
-
-def test_a_policy_of_another_graph_is_refused(study_root, networks):
-    early = load_study(study_root / "results", config(), "early_exit")
-    combined = load_study(study_root / "results", config(), "combined")
+def test_a_policy_of_another_graph_is_refused(studies, networks):
+    policy = next(iter(studies["early_exit"].policies.values()))
     with pytest.raises(ValueError, match="signatures differ"):
-        policy = next(iter(early.policies.values()))
-        AdaptiveRuntime(combined.graphs["latency"], policy, models(networks))
+        AdaptiveRuntime(studies["combined"].graphs["latency"], policy, models(networks),
+                        **OPTIONS)
 
 
-def test_instrumented_runtime_splits_the_time(study_root, networks, test_set):
+# -------------------------------------------------------------------------------------------
+# Policies as data, a study read back
+# -------------------------------------------------------------------------------------------
+
+
+def test_policies_saved_as_json_give_the_same_answers(studies, networks, test_set, tmp_path):
     ids, images = test_set
-    study = load_study(study_root / "results", config(), "combined")
+    study = studies["combined"]
+    graph = study.graphs["latency"]
+    save_policies(study.policies, tmp_path / "policies.json")
+    json.loads((tmp_path / "policies.json").read_text())  # plain JSON
+    loaded = load_policies(tmp_path / "policies.json")
+    assert sorted(loaded) == sorted(study.policies)
+    for point_id, policy in learned_policies(study).items():
+        again = loaded[point_id]
+        assert again.to_dict() == json.loads(json.dumps(policy.to_dict()))
+        fresh = AdaptiveRuntime(graph, again, models(networks), **OPTIONS)
+        kept = AdaptiveRuntime(graph, policy, models(networks), **OPTIONS)
+        for batch_size in (1, 7):
+            a, b = fresh.classify(images, batch_size), kept.classify(images, batch_size)
+            np.testing.assert_array_equal(a.nodes, b.nodes)
+            np.testing.assert_array_equal(a.classes, b.classes)
+        np.testing.assert_array_equal(batch1_answers(fresh, images[:30])[0],
+                                      simulated(graph, policy, ids[:30])[0])
+
+
+def costs_table(costs: Costs) -> pd.DataFrame:
+    """A joint timing table holding ``costs`` (every ratio 1: the table's own numbers)."""
+    rows = []
+    for key, sizes in costs.calls.items():
+        for batch, ms in sizes.items():
+            rows.append({
+                **key_columns(key), "batch_size": batch, "rounds": 1, "median_ms": ms,
+                "q25_ms": ms, "q75_ms": ms, "ratio_median": 1.0, "ratio_q25": 1.0,
+                "ratio_q75": 1.0, "cost_ms": ms, "per_example_ms": ms / batch,
+            })
+    return pd.DataFrame(rows)[TABLE_COLUMNS]
+
+
+def test_a_study_read_back_from_its_results(studies, predictions, splits, tmp_path, test_set):
+    """What fit_policies writes under results/, read back through the layout, is the study that
+    was fitted: the same graphs, points and policies (from JSON)."""
+    ids, _ = test_set
+    layout = Layout(str(tmp_path / "results"))
+    write_parquet(splits, layout.splits)
+    for name, table in predictions.items():
+        write_parquet(table, layout.predictions(name))
+    for setting, costs in study_costs().items():
+        write_parquet(costs_table(costs), layout.costs(setting))
+    for scheme, study in studies.items():
+        write_parquet(study.points, layout.policies(scheme, "points.parquet"))
+        save_policies(study.policies, layout.policies(scheme, "policies.json"))
+    for scheme, study in studies.items():
+        back = read_study(scheme, SCHEMES[scheme], config()["policies"], "exit_resnet",
+                          layout=layout)
+        same = load_study(layout.root, config(), scheme)
+        for read in (back, same):
+            assert read.graphs["latency"].signature() == study.graphs["latency"].signature()
+            assert read.graphs["throughput"].costs.batch_size == THROUGHPUT_BATCH
+            pd.testing.assert_frame_equal(read.points, study.points)
+            assert sorted(read.policies) == sorted(study.policies)
+            graph = read.graphs["latency"]
+            for point_id, policy in study.policies.items():
+                np.testing.assert_array_equal(
+                    read.policies[point_id].route(graph, ids).stop, policy.route(graph, ids).stop
+                )
+            np.testing.assert_array_equal(read.ids("test"), ids)
+
+
+def test_no_pickle_is_read():
+    """Policies and studies are data: loading a shared results/ folder runs no code from it."""
+    for name in ("study.py", "runtime.py", "sweep.py", "policies.py", "runtime_measure.py"):
+        source = (REPO / "src" / "adaptive_inference" / name).read_text()
+        for word in ("pickle", "joblib", "torch.load", "dill"):
+            assert word not in source, f"{name} mentions {word}"
+
+
+# -------------------------------------------------------------------------------------------
+# What the rebatched mode costs
+# -------------------------------------------------------------------------------------------
+
+
+def hand_costs() -> Costs:
+    """One network ``n`` of three exits, every component timed at 1 and 4 examples a call."""
+    calls = {
+        seg("n", None, 0): {1: 1.0, 4: 2.5},
+        seg("n", 0, 1): {1: 0.5, 4: 1.1},
+        seg("n", 1, 2): {1: 0.8, 4: 2.0},
+        decision_key(1, 0, "n", 0): {1: 0.1, 4: 0.4},
+        decision_key(1, 0, "n", 1): {1: 0.2, 4: 0.5},
+        ANSWER: {1: 0.03, 4: 0.06},
+    }
+    return Costs(batch_size=4, calls=calls)
+
+
+def hand_route() -> Route:
+    """Ten examples: all start at exit 0 and decide there; 6 go on to exit 1, where 3 stop and
+    3 go on to exit 2 (its rule computed for them); 4 stop at exit 0."""
+    visited = np.zeros((10, 3), dtype=bool)
+    visited[:, 0] = True
+    visited[4:, 1] = True
+    visited[7:, 2] = True
+    decided = visited.copy()
+    decided[:, 2] = False  # terminal
+    stop = np.array([0] * 4 + [1] * 3 + [2] * 3)
+    return Route(rows=np.arange(10), stop=stop, visited=visited, decided=decided,
+                 paid_ms=np.zeros((10, 3)))
+
+
+def test_predicted_batched_time_by_hand():
+    """At 4 examples a call: exit 0's segment runs 10 examples (2 full calls and a flush of 2),
+    exit 1's 6 (1 + a flush of 2), exit 2's 3 (a flush of 3); after each call the node's
+    decision (exits 0 and 1) and the answer (all three: examples stop at each) run on its
+    examples. A flush of k examples is priced between the timed 1 and 4 examples a call."""
+    structure = scheme_structure("early_exit", {"n": ["e0", "e1", "final"]})
+    route = hand_route()
+    assert segment_counts(structure, route, 0) == {
+        (seg("n", None, 0), 0): 10, (seg("n", 0, 1), 1): 6, (seg("n", 1, 2), 2): 3,
+    }
+
+    def between(at1, at4, k):  # linear between the timed sizes
+        return at1 + (at4 - at1) * (k - 1) / 3
+
+    exit0 = 2 * (2.5 + 0.4 + 0.06) + between(1.0, 2.5, 2) + between(0.1, 0.4, 2) \
+        + between(0.03, 0.06, 2)
+    exit1 = 1 * (1.1 + 0.5 + 0.06) + between(0.5, 1.1, 2) + between(0.2, 0.5, 2) \
+        + between(0.03, 0.06, 2)
+    exit2 = between(0.8, 2.0, 3) + between(0.03, 0.06, 3)
+    total = predicted_batched_ms(structure, route, 0, hand_costs(), 4)
+    assert total == pytest.approx(exit0 + exit1 + exit2, rel=1e-12)
+    assert total == pytest.approx(12.01, abs=1e-12)
+    # at one example a call every call is full: the batch-1 costs times the examples
+    at_one = 10 * (1.0 + 0.1 + 0.03) + 6 * (0.5 + 0.2 + 0.03) + 3 * (0.8 + 0.03)
+    assert predicted_batched_ms(structure, route, 0, hand_costs(), 1) == pytest.approx(at_one)
+
+
+def test_predicted_batched_time_counts_the_calls_the_runtime_makes(studies, networks, test_set):
+    """Priced by segments alone, the prediction of every policy equals the sum of the costs
+    (at their sizes) of the segment calls the rebatched runtime really made."""
+    ids, images = test_set
+    costs = study_costs()["throughput"]
+    for key, sizes in costs.calls.items():
+        if key[0] != "segment":
+            costs.calls[key] = dict.fromkeys(sizes, 0.0)
+    for study in studies.values():
+        graph = study.graphs["latency"]
+        rows = graph.rows(ids)
+        for policy in list(study.policies.values())[::2]:
+            runtime = AdaptiveRuntime(graph, policy, models(networks), **OPTIONS)
+            *_, calls, _ = recorded_stream(runtime, images, THROUGHPUT_BATCH)
+            made = sum(costs.call_ms(key, size) for key, _, size in calls)
+            route = policy.route_rows(graph, rows)
+            predicted = predicted_batched_ms(graph, route, policy.start_, costs, THROUGHPUT_BATCH)
+            assert predicted == pytest.approx(made, rel=1e-12)
+
+
+# -------------------------------------------------------------------------------------------
+# Instrumentation and the measurement
+# -------------------------------------------------------------------------------------------
+
+
+def test_instrumented_runtime_splits_the_time(studies, networks, test_set):
+    ids, images = test_set
+    study = studies["combined"]
     graph = study.graphs["latency"]
     policy = next(iter(learned_policies(study).values()))
-    runtime = AdaptiveRuntime(graph, policy, models(networks))
-    twin, clock = runtime.instrumented()
+    runtime = AdaptiveRuntime(graph, policy, models(networks), **OPTIONS)
+    route = policy.route_rows(graph, graph.rows(ids))
+    visits = route.visited.sum(axis=0)
+    # one example at a time
+    clock = Stopwatch(runtime.device)
+    twin = runtime.wrapped(clock.segment, clock.decision)
     with torch.inference_mode():
         x = runtime.inputs(images)
         for i in range(len(images)):
             twin.run_one(slice_inputs(x, i, i + 1))
-    route = policy.route_rows(graph, graph.rows(ids))
     calls = clock.calls()
     decisions, segments = calls[calls["kind"] == "decision"], calls[calls["kind"] == "segment"]
     assert len(decisions) == route.decided.sum() and len(segments) == route.visited.sum()
     assert (calls["examples"] == 1).all() and (calls["ns"] > 0).all()
-    visits = route.visited.sum(axis=0)
     assert decisions["name"].value_counts().to_dict() == {
         graph.names[n]: visits[n] for n in np.flatnonzero(route.decided.any(axis=0))
     }
+    # rebatched: every example of a node in one of its calls, calls of at most 16
+    clock = Stopwatch(runtime.device)
+    twin = runtime.wrapped(clock.segment, clock.decision)
+    with torch.inference_mode():
+        twin.run_stream(runtime.inputs(images), 16)
+    calls = clock.calls()
+    segments = calls[calls["kind"] == "segment"]
+    assert segments["examples"].sum() == route.visited.sum() and segments["examples"].max() == 16
+    decided = calls[calls["kind"] == "decision"].groupby("name")["examples"].sum().to_dict()
+    assert decided == {graph.names[n]: visits[n]
+                       for n in np.flatnonzero(route.decided.any(axis=0))}
 
 
-def test_measurement_of_a_scheme(study_root, networks, test_set):
+def test_measurement_of_a_scheme(studies, networks, test_set):
     ids, images = test_set
-    study = load_study(study_root / "results", config(), "network_selection")
-    result = measure_scheme(
-        study, models(networks), images, ids, loss_levels=[0.5, 2.0, 50.0], metric="top1",
-        method="learned", setting="latency",
-        settings=Settings(repeats=2, warmup=2, block_size=16, batch_size=64,
-                          decision_timing={"warmup": 2, "iterations": 10}),
-        timing={"threads": 1, "warmup": 1, "iterations": 5, "throughput_iterations": 1,
-                "batch_sizes": {"latency": 1, "throughput": 64}},
-        progress=False,
+    study = studies["network_selection"]
+    settings = RuntimeSettings(
+        method="learned", metric="top1", loss_levels=(0.5, 2.0, 50.0), confidence=0.8,
+        max_examples=None, repeats=2, warmup=2, block_size=16, batch_size=THROUGHPUT_BATCH,
     )
+    result = measure_scheme(study, models(networks), images, ids, settings=settings,
+                            setting="latency", device="cpu", compute=COMPUTE, progress=False)
     table = result.speedups
+    assert not [c for c in table.columns if "retimed" in c]
     assert set(table["mode"]) == {"batch1", "batched"}
     assert (table["different"] == 0).all() and (table["same_answer"] == len(ids)).all()
     reference = table[table["label"] == "reference"]
     np.testing.assert_allclose(reference[["predicted_speedup", "measured_speedup"]], 1.0)
     points = table[(table["mode"] == "batch1") & (table["label"] != "reference")]
-    # on the whole test split the predicted speedups are the sweep's own
+    assert len(points) >= 1 and set(points["point_id"]) <= set(study.policies)
+    # on the whole test split the batch-1 predictions are the sweep's own
     np.testing.assert_allclose(points["predicted_speedup"], points["sweep_speedup"], rtol=1e-9)
+    graphs, costs = study.graphs, study.costs["throughput"]
+    rows = graphs["throughput"].rows(ids)
+    for row in table[table["mode"] == "batched"].itertuples():
+        assert row.batch_size == THROUGHPUT_BATCH
+        if row.label == "reference":
+            continue
+        policy = study.policies[int(row.point_id)]
+        route = policy.route_rows(graphs["throughput"], rows)
+        expected = predicted_batched_ms(graphs["throughput"], route, policy.start_, costs,
+                                        THROUGHPUT_BATCH)
+        assert row.predicted_ms == pytest.approx(expected / len(ids), rel=1e-12)
     assert (table["measured_ms"] > 0).all() and (table["runtime_compute_ms"] > 0).all()
-    assert (table["retimed_speedup"] > 0).all()
-    assert set(result.summary["retimed"]["exits"]) == set(NETWORKS)
     assert len(result.examples) == len(ids) * (len(points) + 1)
-    assert (result.examples["batch1_stop"] == result.examples["simulated_stop"]).all()
+    for mode in ("batch1", "batched"):
+        assert (result.examples[f"{mode}_stop"] == result.examples["simulated_stop"]).all()
+        assert (result.examples[f"{mode}_class"] == result.examples["simulated_class"]).all()
     # every example is in a segment call of each mode; the reference runs one segment
     segments = result.segments[result.segments["kind"] == "segment"]
     entries = segments.groupby(["mode", "label"])["examples"].max()
     assert (entries == len(ids)).all()
     reference = segments[segments["label"] == "reference"]
     assert set(reference["name"]) == {"exit_resnet"} and (reference["predicted_ms"] > 0).all()
+    assert set(result.summary["point_ids"]) == set(points["point_id"].astype(int))
+    assert result.summary["cuda_graphs"].startswith("not captured")  # on the CPU: eager
+    # the runtime notebook's tables read this one
+    parts = figures.runtime_time_parts(table)
+    assert len(parts) == len(table) * 2 * len(figures.TIME_PARTS)
 
 
 # -------------------------------------------------------------------------------------------
@@ -452,8 +748,6 @@ def test_measurement_of_a_scheme(study_root, networks, test_set):
 @pytest.fixture(scope="module")
 def default_config():
     from adaptive_inference.config import load_config
-
-    from conftest import REPO
 
     return load_config(REPO / "config.yaml", REPO / "workflow" / "schemas" / "config.schema.yaml")
 
@@ -474,6 +768,15 @@ def test_runtime_config_names_fitted_policies(default_config, runtime, message):
     config["runtime"].update(runtime)
     with pytest.raises(ConfigError, match=message):
         check_config(config)
+
+
+def test_runtime_settings_from_the_config(default_config):
+    settings = RuntimeSettings.from_config(default_config["runtime"], throughput_batch=128,
+                                           confidence=0.9)
+    assert settings.batch_size == 128 and settings.confidence == 0.9  # batch_size null
+    assert settings.loss_levels == tuple(default_config["runtime"]["loss_levels"])
+    given = {**default_config["runtime"], "batch_size": 32}
+    assert RuntimeSettings.from_config(given, throughput_batch=128, confidence=0.9).batch_size == 32
 
 
 def test_runtime_schemes_default_to_every_scheme(default_config):
