@@ -161,6 +161,8 @@ def check_family(
     rows = []
     for net, table in tables.items():
         positions = pd.Index(table.example_ids).get_indexer(ids)
+        if (positions < 0).any():
+            raise FamilyError(f"{net} was not evaluated on every policy-training example")
         classes = int(table.labels.max()) + 1
         accuracy = float(table.correct_top1[-1, positions].mean())
         rows.append({"network": net, "top1": accuracy, "chance": 1.0 / classes})
