@@ -12,7 +12,7 @@ from torchvision import models
 
 from adaptive_inference import pretrained
 from adaptive_inference.timing import profile_network
-from adaptive_inference.training import load_network, save_network
+from adaptive_inference.networks import load_network, network_spec, save_network
 from imagenet_fixture import save_random_weights
 
 ALEXNET = ("alexnet", "AlexNet_Weights.IMAGENET1K_V1")
@@ -115,14 +115,17 @@ def test_heads_learn_on_frozen_pooled_features_and_reload_from_a_small_checkpoin
     features, seen_labels = pretrained.pooled_features(network, loader, device=torch.device("cpu"), progress=False)
     assert [f.shape for f in features] == [(60, 64), (60, 128)] and torch.equal(seen_labels, labels)
     curve = pretrained.train_exit_heads(
-        network, features, seen_labels, epochs=30, batch_size=16, max_lr=0.05, momentum=0.9,
+        network, features, seen_labels, steps=90, batch_size=16, max_lr=0.05, momentum=0.9,
         weight_decay=0.0, seed=0, validation_size=12, device=torch.device("cpu"), progress=False,
     )
     assert curve["train_loss"].iloc[-1] < curve["train_loss"].iloc[0]
     assert curve["val_accuracy_layer1"].iloc[-1] == 1.0 and curve["val_accuracy_layer2"].iloc[-1] == 1.0
     assert all(torch.equal(v, network.stages.state_dict()[k]) for k, v in frozen.items())
 
-    spec = pretrained.network_spec({"model": "resnet18", "weights": RESNET18[1], "exits": ["layer1", "layer2"]})
+    spec = network_spec(
+        "torchvision", {"model": "resnet18", "weights": RESNET18[1], "exits": ["layer1", "layer2"]},
+        num_classes=3, input_shape=(3, 64, 64),  # a pre-trained network's come from its weights
+    )
     assert spec["image_size"] == 224 and spec["num_classes"] == 1000
     save_network(network, spec, tmp_path / "model.pt")
     assert (tmp_path / "model.pt").stat().st_size < 2_000_000  # the heads only, not the backbone
@@ -136,7 +139,7 @@ def test_stages_and_heads_are_timed_like_the_family(torch_home):
     network = pretrained.torchvision_network(model="googlenet", weights=GOOGLENET[1], exits=["inception3b"])
     result = profile_network(
         network, (3, 96, 96), batch_sizes={"latency": 1}, warmup=1, iterations=3,
-        device=torch.device("cpu"), threads=1, channels_last=True,
+        device=torch.device("cpu"), threads=1, dtype=torch.float32, channels_last=True,
     )
     components = set(result["components"]["component"])
     assert {"stage_0", "stage_1", "head_0"} <= components
