@@ -17,8 +17,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from adaptive_inference.extraction import extract
-from adaptive_inference.models import build_network
-from adaptive_inference.training import load_network
+from adaptive_inference.networks import build_network, load_network
 
 
 def bare_loop(model, images: torch.Tensor, batch_size: int, device: torch.device) -> float:
@@ -35,7 +34,9 @@ def bare_loop(model, images: torch.Tensor, batch_size: int, device: torch.device
     return len(images) / (time.perf_counter() - start)
 
 
-def workflow(model, dataset: TensorDataset, batch_size: int, device: torch.device) -> tuple[float, float]:
+def workflow(
+    model, dataset: TensorDataset, batch_size: int, device: torch.device
+) -> tuple[float, float]:
     """Images per second of the whole extraction, and of its batch loop alone (without
     assembling the table at the end, a fixed cost that only a very fast network notices)."""
     start = time.perf_counter()
@@ -46,14 +47,21 @@ def workflow(model, dataset: TensorDataset, batch_size: int, device: torch.devic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", help="a trained network (model.pt); default: a random exit_resnet")
+    parser.add_argument(
+        "--model", help="a trained network (model.pt); default: a random exit_resnet"
+    )
     parser.add_argument("--examples", type=int, default=10000)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--widths", type=int, nargs=3, default=[32, 64, 128],
-                        help="exit_resnet widths of the random network (ignored with --model)")
+    parser.add_argument(
+        "--widths",
+        type=int,
+        nargs=3,
+        default=[32, 64, 128],
+        help="exit_resnet widths of the random network (ignored with --model)",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
 
@@ -62,7 +70,9 @@ def main() -> None:
     if args.model:
         model = load_network(args.model)
     else:
-        model = build_network("exit_resnet", num_classes=10, in_channels=1, image_size=28, widths=args.widths)
+        model = build_network(
+            "exit_resnet", num_classes=10, in_channels=1, image_size=28, widths=args.widths
+        )
     model = model.eval().to(device, memory_format=torch.channels_last)
     images = torch.randn(args.examples, 1, 28, 28)
     if device.type == "cuda":
@@ -70,7 +80,12 @@ def main() -> None:
     dataset = TensorDataset(images, torch.randint(0, 10, (args.examples,)))
 
     bare_loop(model, images[: args.batch_size * 2], args.batch_size, device)  # warm-up
-    workflow(model, TensorDataset(*(t[: args.batch_size * 2] for t in dataset.tensors)), args.batch_size, device)
+    workflow(
+        model,
+        TensorDataset(*(t[: args.batch_size * 2] for t in dataset.tensors)),
+        args.batch_size,
+        device,
+    )
     bare, ours, loop = [], [], []
     for _ in range(args.repeats):
         bare.append(bare_loop(model, images, args.batch_size, device))
@@ -78,11 +93,21 @@ def main() -> None:
         ours.append(whole)
         loop.append(batches)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"device={name} threads={args.threads} batch={args.batch_size} examples={args.examples} repeats={args.repeats}")
-    print(f"bare model(x) loop : {statistics.median(bare):9.1f} images/s  (all: {[round(v) for v in bare]})")
-    print(f"workflow extraction: {statistics.median(ours):9.1f} images/s  (all: {[round(v) for v in ours]})")
-    print(f"workflow batch loop: {statistics.median(loop):9.1f} images/s  (all: {[round(v) for v in loop]})")
-    print(f"ratio workflow/bare: {statistics.median(ours) / statistics.median(bare):.3f}  (target >= 0.95)")
+    print(
+        f"device={name} threads={args.threads} batch={args.batch_size} "
+        f"examples={args.examples} repeats={args.repeats}"
+    )
+    for label, values in (
+        ("bare model(x) loop ", bare),
+        ("workflow extraction", ours),
+        ("workflow batch loop", loop),
+    ):
+        print(
+            f"{label}: {statistics.median(values):9.1f} images/s  "
+            f"(all: {[round(v) for v in values]})"
+        )
+    ratio = statistics.median(ours) / statistics.median(bare)
+    print(f"ratio workflow/bare: {ratio:.3f}  (target >= 0.95)")
     print(f"ratio loop/bare    : {statistics.median(loop) / statistics.median(bare):.3f}")
 
 

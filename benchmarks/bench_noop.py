@@ -22,8 +22,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def dry_run(directory: Path, extra: list[str]) -> tuple[float, str]:
-    command = [sys.executable, *extra, "-m", "snakemake", "-n", "--snakefile",
-               str(REPO / "Snakefile"), "--directory", str(directory)]
+    command = [
+        sys.executable,
+        *extra,
+        "-m",
+        "snakemake",
+        "-n",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(directory),
+    ]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, cwd=directory)
     seconds = time.perf_counter() - start
@@ -43,8 +52,10 @@ def main() -> None:
         seconds, output = dry_run(directory, [])
         times.append(seconds)
         if "Nothing to be done" not in output:
-            print("warning: the study is not finished (the dry run plans jobs); times include "
-                  "planning them")
+            print(
+                "warning: the study is not finished (the dry run plans jobs); times include "
+                "planning them"
+            )
     print("no-op dry run (s):", " ".join(f"{t:.2f}" for t in times))
     print(f"median {statistics.median(times):.2f} s, min {min(times):.2f} s (target <= 2 s)")
     _, output = dry_run(directory, ["-X", "importtime"])

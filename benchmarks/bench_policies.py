@@ -48,7 +48,7 @@ def generate_tables(
     labels = torch.randint(0, classes, (n,), generator=gen)
     difficulty = torch.randn(n, generator=gen)
     predictions = {}
-    for net, (boosts, stages, heads) in FAMILY.items():
+    for net, (boosts, _, _) in FAMILY.items():
         names = [f"exit{e}" for e in range(len(boosts) - 1)] + ["final"]
         frames = []
         for e, boost in enumerate(boosts):
@@ -109,7 +109,8 @@ def main() -> None:
     predictions = generate_tables(args.examples, args.classes)
     costs = Costs.additive(
         {net: stages for net, (_, stages, _) in FAMILY.items()},
-        {net: heads for net, (_, _, heads) in FAMILY.items()}, decision_ms=args.decision_ms,
+        {net: heads for net, (_, _, heads) in FAMILY.items()},
+        decision_ms=args.decision_ms,
     )
     seconds = time.perf_counter() - start
     print(f"generate tables ({args.examples} x {args.classes} classes): {seconds:.1f} s")
@@ -121,9 +122,13 @@ def main() -> None:
     cut = [int(0.35 * args.examples), int(0.5 * args.examples)]
     train, validation, test = (np.sort(part) for part in np.split(order, cut))
     options = dict(
-        losses=args.losses, lambda_count=args.lambdas, lambda_refine=args.refine,
-        threshold_count=args.thresholds, bootstrap_samples=args.bootstrap,
-        warm_start=not args.no_warm_start, shifts=SHIFTS,
+        losses=args.losses,
+        lambda_count=args.lambdas,
+        lambda_refine=args.refine,
+        threshold_count=args.thresholds,
+        bootstrap_samples=args.bootstrap,
+        warm_start=not args.no_warm_start,
+        shifts=SHIFTS,
     )
 
     profiler = cProfile.Profile() if args.profile else None
@@ -152,15 +157,27 @@ def main() -> None:
         counts = points.groupby("method").size().to_dict()
         print(f"{scheme}: {len(points)} points {counts}, {len(result.policies)} fitted policies")
         table = result.headline
-        table = table[(table["metric"] == "top1") & table["train_loss"].isin(["top1", ""])
-                      & table["method"].isin(["learned", "myopic", "uniform", "cascade", "oracle"])]
-        columns = ["method", "choice", "max_loss", "speedup", "speedup_lo", "speedup_hi",
-                   "top1_loss"]
+        table = table[
+            (table["metric"] == "top1")
+            & table["train_loss"].isin(["top1", ""])
+            & table["method"].isin(["learned", "myopic", "uniform", "cascade", "oracle"])
+        ]
+        columns = [
+            "method",
+            "choice",
+            "max_loss",
+            "speedup",
+            "speedup_lo",
+            "speedup_hi",
+            "top1_loss",
+        ]
         print(table[columns].round(3).to_string(index=False))
     for name, seconds in timings.items():
         print(f"{name}: {seconds:.1f} s")
-    grid = (f"{args.lambdas}+{args.refine} lambdas (learned with {len(SHIFTS)} shifts) x "
-            f"{len(args.losses)} losses x 2 methods")
+    grid = (
+        f"{args.lambdas}+{args.refine} lambdas (learned with {len(SHIFTS)} shifts) x "
+        f"{len(args.losses)} losses x 2 methods"
+    )
     print(f"TOTAL (graphs + sweeps, {grid}, bootstrap {args.bootstrap}): {total:.1f} s")
     if profiler:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)

@@ -43,18 +43,31 @@ from adaptive_inference.runtime_measure import RuntimeSettings, measure_scheme, 
 from adaptive_inference.study import read_study
 
 REPO = Path(__file__).resolve().parents[1]
-COLUMNS = ["mode", "label", "predicted_speedup", "measured_speedup", "ratio", "throughput",
-           "reference_throughput", "different"]
+COLUMNS = [
+    "mode",
+    "label",
+    "predicted_speedup",
+    "measured_speedup",
+    "ratio",
+    "throughput",
+    "reference_throughput",
+    "different",
+]
 
 
 def retimed_costs(config, layout: Layout, device: torch.device) -> dict[str, Costs]:
     """Every setting's costs timed now on ``device`` by the joint timing job's code."""
     loaded = {n: load_network(layout.network(n), with_spec=True) for n in config["networks"]}
     networks = {n: model for n, (model, _) in loaded.items()}
-    shapes = {n: (s["in_channels"], s["image_size"], s["image_size"]) for n, (_, s) in loaded.items()}
+    shapes = {
+        n: (s["in_channels"], s["image_size"], s["image_size"]) for n, (_, s) in loaded.items()
+    }
     structures = [
-        scheme_structure(e["graph"], {n: list(networks[n].exit_names) for n in e["networks"]},
-                         path_features=config["policies"]["path_features"])
+        scheme_structure(
+            e["graph"],
+            {n: list(networks[n].exit_names) for n in e["networks"]},
+            path_features=config["policies"]["path_features"],
+        )
         for e in config["policies"]["schemes"].values()
     ]
     timing = config["timing"]
@@ -62,11 +75,17 @@ def retimed_costs(config, layout: Layout, device: torch.device) -> dict[str, Cos
     for setting, batch in timing["batch_sizes"].items():
         latency = setting == "latency"
         table = measure_costs(
-            networks, structures, input_shapes=shapes, reference=reference_network(config),
+            networks,
+            structures,
+            input_shapes=shapes,
+            reference=reference_network(config),
             batch_sizes=[1] if latency else timing_batch_sizes(batch),
             rounds=timing["rounds"] if latency else timing["throughput_rounds"],
-            warmup=timing["warmup_rounds"], topk=config["policies"]["topk"], device=device,
-            progress=False, **compute_options(config["compute"]),
+            warmup=timing["warmup_rounds"],
+            topk=config["policies"]["topk"],
+            device=device,
+            progress=False,
+            **compute_options(config["compute"]),
         )
         costs[setting] = Costs.from_table(table)
     return costs
@@ -79,8 +98,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--max-examples", type=int, help="default: the config's runtime section")
     parser.add_argument("--repeats", type=int, help="default: the config's runtime section")
-    parser.add_argument("--retime", action="store_true",
-                        help="time the costs again on --device and predict with them")
+    parser.add_argument(
+        "--retime",
+        action="store_true",
+        help="time the costs again on --device and predict with them",
+    )
     parser.add_argument("--schemes", nargs="*", help="default: every scheme of the config")
     parser.add_argument("--out", help="write every number to this JSON file")
     args = parser.parse_args()
@@ -91,34 +113,52 @@ def main() -> None:
     pinned = pin_malloc_thresholds()
     apply_compute(config["compute"])
     runtime = dict(config["runtime"])
-    runtime.update({k: v for k, v in (("max_examples", args.max_examples),
-                                      ("repeats", args.repeats)) if v is not None})
+    runtime.update(
+        {
+            k: v
+            for k, v in (("max_examples", args.max_examples), ("repeats", args.repeats))
+            if v is not None
+        }
+    )
     settings = RuntimeSettings.from_config(
-        runtime, throughput_batch=config["timing"]["batch_sizes"]["throughput"],
+        runtime,
+        throughput_batch=config["timing"]["batch_sizes"]["throughput"],
         confidence=config["policies"]["operating_points"]["confidence"],
     )
-    env = environment(device, batch_sizes={"latency": 1, "throughput": settings.batch_size},
-                      malloc_pinned=pinned, **compute_options(config["compute"]))
-    print(f"device: {env['device_name']} ({env['device_type']}), {env['threads']} threads, "
-          f"torch {env['torch_version']}; batch 1 and rebatched at {settings.batch_size}; "
-          f"{settings.repeats} interleaved passes")
+    env = environment(
+        device,
+        batch_sizes={"latency": 1, "throughput": settings.batch_size},
+        malloc_pinned=pinned,
+        **compute_options(config["compute"]),
+    )
+    print(
+        f"device: {env['device_name']} ({env['device_type']}), {env['threads']} threads, "
+        f"torch {env['torch_version']}; batch 1 and rebatched at {settings.batch_size}; "
+        f"{settings.repeats} interleaved passes"
+    )
     costs = retimed_costs(config, layout, device) if args.retime else None
     report: dict = {"environment": env, "settings": vars(args), "schemes": {}}
     pd.set_option("display.width", 200)
     for scheme in args.schemes or list(config["policies"]["schemes"]):
         entry = config["policies"]["schemes"][scheme]
-        study = read_study(scheme, entry, config["policies"], reference_network(config),
-                           layout=layout)
+        study = read_study(
+            scheme, entry, config["policies"], reference_network(config), layout=layout
+        )
         if costs is not None:
             study.costs = costs
         ids = study.ids("test")[: settings.max_examples]
         loaded = {n: load_network(layout.network(n), with_spec=True) for n in entry["networks"]}
         start = time.perf_counter()
         result = measure_scheme(
-            study, {n: m for n, (m, _) in loaded.items()},
-            network_images(config["data"], {n: s for n, (_, s) in loaded.items()}, ids), ids,
-            settings=settings, setting=config["policies"]["setting"], device=device,
-            compute=config["compute"], progress=False,
+            study,
+            {n: m for n, (m, _) in loaded.items()},
+            network_images(config["data"], {n: s for n, (_, s) in loaded.items()}, ids),
+            ids,
+            settings=settings,
+            setting=config["policies"]["setting"],
+            device=device,
+            compute=config["compute"],
+            progress=False,
         )
         print(f"== {scheme}: {len(ids)} test examples, {time.perf_counter() - start:.0f} s")
         print(result.speedups[COLUMNS].round(3).to_string(index=False))

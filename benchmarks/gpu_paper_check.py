@@ -35,10 +35,11 @@ from torch.utils.data import TensorDataset
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests"), str(REPO / "benchmarks")]
 
-from adaptive_inference.extraction import extract  # noqa: E402
 from bench_extraction import bare_loop  # noqa: E402
-from adaptive_inference.training import load_network  # noqa: E402
 from imagenet_fixture import save_random_weights, synsets, write_class_folders  # noqa: E402
+
+from adaptive_inference.extraction import extract  # noqa: E402
+from adaptive_inference.networks import load_network  # noqa: E402
 
 
 def write_study(work: Path, images: Path, device: str, iterations: int) -> Path:
@@ -46,20 +47,30 @@ def write_study(work: Path, images: Path, device: str, iterations: int) -> Path:
     config["device"] = device
     config["data"]["imagenet"].update(eval=str(images), synsets=str(work / "synsets.txt"))
     config["data"]["validation_size"] = 100
-    config["training"].update(epochs=2)
+    config["training"].update(steps=20)
     config["extraction"].update(batch_size=256, num_workers=12)
-    config["timing"].update(warmup=20, iterations=iterations, throughput_iterations=max(2, iterations // 5))
+    config["timing"].update(
+        warmup=20, iterations=iterations, throughput_iterations=max(2, iterations // 5)
+    )
     (work / "synsets.txt").write_text("\n".join(synsets()) + "\n")
     path = work / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
 
-def extraction_ratio(model, images: torch.Tensor, batch_size: int, device: torch.device, repeats: int) -> dict:
+def extraction_ratio(
+    model, images: torch.Tensor, batch_size: int, device: torch.device, repeats: int
+) -> dict:
     dataset = TensorDataset(images, torch.zeros(len(images), dtype=torch.long))
     model = model.eval().to(device, memory_format=torch.channels_last)
     bare_loop(model, images[: batch_size * 2], batch_size, device)
-    extract(model, TensorDataset(*(t[: batch_size * 2] for t in dataset.tensors)), batch_size=batch_size, device=device, progress=False)
+    extract(
+        model,
+        TensorDataset(*(t[: batch_size * 2] for t in dataset.tensors)),
+        batch_size=batch_size,
+        device=device,
+        progress=False,
+    )
     bare, loop, whole = [], [], []
     cuda = device.type == "cuda"
     if cuda:
@@ -106,13 +117,36 @@ def main() -> None:
     images = write_class_folders(work / "val", wnids, per_class=args.per_class)
     config_path = write_study(work, images, args.device, args.iterations)
     report["fixture_seconds"] = time.perf_counter() - start
-    print(f"fixture: {3 * args.per_class} JPEGs, weights in {home} ({report['fixture_seconds']:.0f} s)", flush=True)
+    print(
+        f"fixture: {3 * args.per_class} JPEGs, weights in {home} "
+        f"({report['fixture_seconds']:.0f} s)",
+        flush=True,
+    )
 
     networks = list(config["networks"])
-    targets = [f"results/{kind}/{n}/{f}" for n in networks for kind, f in (("predictions", "manifest.json"), ("timing", "summary.json"))]
+    targets = [
+        f"results/{kind}/{n}/{f}"
+        for n in networks
+        for kind, f in (("predictions", "manifest.json"), ("timing", "summary.json"))
+    ]
     env = dict(os.environ, TORCH_HOME=str(home), PYTHONPATH=os.environ.get("PYTHONPATH", ""))
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(work),
-               "--cores", "all", "--scheduler", "greedy", "--show-failed-logs", *targets, "--configfile", str(config_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(work),
+        "--cores",
+        "all",
+        "--scheduler",
+        "greedy",
+        "--show-failed-logs",
+        *targets,
+        "--configfile",
+        str(config_path),
+    ]
     start = time.perf_counter()
     run = subprocess.run(command, env=env, capture_output=True, text=True)
     report["workflow_seconds"] = time.perf_counter() - start
@@ -130,15 +164,35 @@ def main() -> None:
         exits = pd.read_parquet(results / "timing" / network / "exits.parquet")
         entry = {
             "workflow_extraction_images_per_s": manifest["images_per_second"],
-            "extraction_device": manifest["device_name"], "dtype": manifest["dtype"],
-            "timing": [{k: row[k] for k in ("setting", "batch_size", "forward_median_ms", "layer_sum_ms", "ratio", "component_ratio")} for row in timing["summary"]],
+            "extraction_device": manifest["device_name"],
+            "dtype": manifest["dtype"],
+            "timing": [
+                {
+                    k: row[k]
+                    for k in (
+                        "setting",
+                        "batch_size",
+                        "forward_median_ms",
+                        "layer_sum_ms",
+                        "ratio",
+                        "component_ratio",
+                    )
+                }
+                for row in timing["summary"]
+            ],
             "cudnn_benchmark": timing["environment"]["cudnn_benchmark"],
-            "exit_costs": exits[["setting", "exit_name", "stage_ms", "head_ms", "cumulative_ms"]].to_dict(orient="records"),
+            "exit_costs": exits[
+                ["setting", "exit_name", "stage_ms", "head_ms", "cumulative_ms"]
+            ].to_dict(orient="records"),
         }
         model, spec = load_network(results / "networks" / network / "model.pt", with_spec=True)
-        inputs = torch.randn(2048 if device.type == "cuda" else 64, 3, spec["image_size"], spec["image_size"])
+        inputs = torch.randn(
+            2048 if device.type == "cuda" else 64, 3, spec["image_size"], spec["image_size"]
+        )
         inputs = inputs.pin_memory() if device.type == "cuda" else inputs
-        entry["extraction_vs_bare"] = extraction_ratio(model, inputs, 256 if device.type == "cuda" else 32, device, args.repeats)
+        entry["extraction_vs_bare"] = extraction_ratio(
+            model, inputs, 256 if device.type == "cuda" else 32, device, args.repeats
+        )
         report[network] = entry
         print(json.dumps({network: entry}, indent=1, default=str), flush=True)
     (out / "gpu_paper_check.json").write_text(json.dumps(report, indent=2, default=str))

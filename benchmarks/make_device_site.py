@@ -48,8 +48,20 @@ def compiled(dist) -> bool:
 def unpack_wheel(name: str, version: str, python: str) -> None:
     with tempfile.TemporaryDirectory() as folder:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-             "--python-version", python, "-d", folder, f"{name}=={version}"],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--python-version",
+                python,
+                "-d",
+                folder,
+                f"{name}=={version}",
+            ],
             check=True,
         )
         for wheel in Path(folder).glob("*.whl"):
@@ -68,7 +80,11 @@ def main() -> None:
             continue
         for file in dist.files or []:
             source = Path(dist.locate_file(file)).resolve()
-            if source.is_file() and "__pycache__" not in str(file) and not str(file).startswith(".."):
+            if (
+                source.is_file()
+                and "__pycache__" not in str(file)
+                and not str(file).startswith("..")
+            ):
                 (TARGET / file).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, TARGET / file)
     size = sum(p.stat().st_size for p in TARGET.rglob("*") if p.is_file())

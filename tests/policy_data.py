@@ -117,13 +117,13 @@ def table_costs(
     return Costs.additive(
         {net: list(stage_ms[net]) for net in exits},
         {net: [head_ms] * k for net, k in exits.items()},
-        decision_ms=decision_ms, answer_ms=answer_ms, max_shape=8,
+        decision_ms=decision_ms,
+        answer_ms=answer_ms,
+        max_shape=8,
     )
 
 
-def _table(
-    labels: np.ndarray, probs: Sequence[np.ndarray], topk: int
-) -> pd.DataFrame:
+def _table(labels: np.ndarray, probs: Sequence[np.ndarray], topk: int) -> pd.DataFrame:
     """A predictions table (extraction's format) of one network, one ``probs`` per exit."""
     n = len(labels)
     num_exits = len(probs)
@@ -188,8 +188,9 @@ def synthetic_tables(
             logits[np.arange(n), labels] += lift
             probs.append(_softmax(logits))
         predictions[net] = _table(labels, probs, topk)
-    costs = table_costs(exits, stage_ms, head_ms=head_ms, decision_ms=decision_ms,
-                        answer_ms=answer_ms)
+    costs = table_costs(
+        exits, stage_ms, head_ms=head_ms, decision_ms=decision_ms, answer_ms=answer_ms
+    )
     return predictions, costs
 
 

@@ -55,8 +55,9 @@ def tiny_networks() -> dict:
 def structures(networks, path_features: bool):
     exits = {name: list(model.exit_names) for name, model in networks.items()}
     return [
-        scheme_structure("early_exit", {"exit_resnet": exits["exit_resnet"]},
-                         path_features=path_features),
+        scheme_structure(
+            "early_exit", {"exit_resnet": exits["exit_resnet"]}, path_features=path_features
+        ),
         scheme_structure("network_selection", exits, path_features=path_features),
         scheme_structure("combined", exits, path_features=path_features),
     ]
@@ -79,9 +80,18 @@ def joint():
     networks = tiny_networks()
     schemes = structures(networks, path_features=True)
     table = measure_costs(
-        networks, schemes, input_shapes=dict.fromkeys(networks, (1, 28, 28)),
-        reference="exit_resnet", batch_sizes=BATCH_SIZES, rounds=ROUNDS, warmup=1, topk=5,
-        device=CPU, dtype=torch.float32, channels_last=False, progress=False,
+        networks,
+        schemes,
+        input_shapes=dict.fromkeys(networks, (1, 28, 28)),
+        reference="exit_resnet",
+        batch_sizes=BATCH_SIZES,
+        rounds=ROUNDS,
+        warmup=1,
+        topk=5,
+        device=CPU,
+        dtype=torch.float32,
+        channels_last=False,
+        progress=False,
     )
     return networks, schemes, table
 
@@ -123,8 +133,13 @@ def test_component_names_and_columns():
     assert component_name(ANSWER) == "answer"
     assert key_columns(segment_key("n", None, 2))["source"] == -1
     assert key_columns(decision_key(2, 1, "n", 0)) == {
-        "component": "decision:n:exit0:steps2:reads1", "kind": "decision", "network": "n",
-        "source": -1, "exit": 0, "steps": 2, "reads": 1,
+        "component": "decision:n:exit0:steps2:reads1",
+        "kind": "decision",
+        "network": "n",
+        "source": -1,
+        "exit": 0,
+        "steps": 2,
+        "reads": 1,
     }
 
 
@@ -153,8 +168,7 @@ def test_random_decision_evaluates_every_step(steps, reads):
     memo = PathMemo(6)
     rows = torch.arange(6)
     for d in range(reads):  # what the dominators keep for path features
-        memo.put(d, (torch.rand(6, topk + 2), logits.topk(topk).indices, torch.rand(6, topk)),
-                 rows)
+        memo.put(d, (torch.rand(6, topk + 2), logits.topk(topk).indices, torch.rand(6, topk)), rows)
     positions = decision.many(logits, memo, rows)
     assert positions.tolist() == [steps] * 6  # the last action, after every step
     one = PathMemo()
@@ -211,8 +225,9 @@ def test_ratios_are_to_the_reference_of_the_same_round(joint):
     assert (reference[["ratio_median", "ratio_q25", "ratio_q75"]] == 1.0).all().all()
     ref_median = table["batch_size"].map(reference.set_index("batch_size")["median_ms"])
     np.testing.assert_allclose(table["cost_ms"], table["ratio_median"] * ref_median, rtol=1e-12)
-    np.testing.assert_allclose(table["per_example_ms"], table["cost_ms"] / table["batch_size"],
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        table["per_example_ms"], table["cost_ms"] / table["batch_size"], rtol=1e-12
+    )
     np.testing.assert_array_equal(reference["cost_ms"], reference["median_ms"])
     assert (table["ratio_q25"] <= table["ratio_median"]).all()
     assert (table["ratio_median"] <= table["ratio_q75"]).all()

@@ -13,8 +13,14 @@ from adaptive_inference.segments import build_segment
 @pytest.fixture(scope="module")
 def network():
     torch.manual_seed(0)
-    return build_network("exit_resnet", num_classes=10, in_channels=1, image_size=28,
-                         widths=[4, 8, 8], blocks_per_stage=1).eval()
+    return build_network(
+        "exit_resnet",
+        num_classes=10,
+        in_channels=1,
+        image_size=28,
+        widths=[4, 8, 8],
+        blocks_per_stage=1,
+    ).eval()
 
 
 def test_capture_needs_cuda_and_the_switch():
@@ -30,8 +36,9 @@ def test_static_buffers_give_the_segment_s_outputs_at_every_size(network, key):
     x = torch.randn(40, 1, 28, 28)
     with torch.inference_mode():
         source = segment.prefix(x)
-        replayed = CapturedSegment(segment, source[:1], [1, 8, 32], keep_outputs=True,
-                                   backend="eager")
+        replayed = CapturedSegment(
+            segment, source[:1], [1, 8, 32], keep_outputs=True, backend="eager"
+        )
         for n in (1, 5, 8, 17, 32, 40):  # padded into 8 / 32, or (40) eagerly
             h, logits = replayed(source[:n])
             want_h, want_logits = segment(source[:n])
@@ -52,8 +59,11 @@ def test_kept_outputs_survive_the_next_replay(network):
         assert not torch.allclose(first_view, expected)  # a view of the static buffer
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU; this "
-                    "machine has none (CI never has one): the buffer logic is tested above")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="CUDA graphs need a CUDA GPU; this "
+    "machine has none (CI never has one): the buffer logic is tested above",
+)
 def test_captured_graphs_replay_the_segment_on_the_gpu(network):
     gpu = network.to("cuda")
     segment = build_segment(gpu, segment_key("net", None, 2), name="s")
@@ -61,5 +71,6 @@ def test_captured_graphs_replay_the_segment_on_the_gpu(network):
     with torch.inference_mode():
         replayed = CapturedSegment(segment, x[:1], [1, 16], keep_outputs=True)
         for n in (1, 9, 16):
-            np.testing.assert_allclose(replayed(x[:n])[1].cpu(), segment(x[:n])[1].cpu(),
-                                       rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(
+                replayed(x[:n])[1].cpu(), segment(x[:n])[1].cpu(), rtol=1e-5, atol=1e-5
+            )

@@ -23,9 +23,13 @@ from adaptive_inference.networks import build_network
 def random_rule(steps: int, features: int, seed: int = 0) -> NodeRule:
     rng = np.random.default_rng(seed)
     return NodeRule(
-        node=0, actions=np.arange(-1, steps), feature_names=[f"f{i}" for i in range(features)],
-        mean=rng.random(features), scale=rng.random(features) + 0.5,
-        coef=rng.standard_normal((steps, features)), intercept=rng.standard_normal(steps) * 0.3,
+        node=0,
+        actions=np.arange(-1, steps),
+        feature_names=[f"f{i}" for i in range(features)],
+        mean=rng.random(features),
+        scale=rng.random(features) + 0.5,
+        coef=rng.standard_normal((steps, features)),
+        intercept=rng.standard_normal(steps) * 0.3,
         learned=np.ones(steps, dtype=bool),
     )
 
@@ -98,13 +102,29 @@ def test_the_decision_timed_is_the_one_the_runtime_runs(monkeypatch):
     monkeypatch.setattr(dec.NodeDecision, "one", recording)
     decision = random_decision(2, 0, topk=5, device=torch.device("cpu"))
     assert isinstance(decision, NodeDecision) and isinstance(decision.rule, DecisionRule)
-    network = build_network("exit_resnet", num_classes=10, in_channels=1, image_size=28,
-                            widths=[4, 4, 4], blocks_per_stage=1)
+    network = build_network(
+        "exit_resnet",
+        num_classes=10,
+        in_channels=1,
+        image_size=28,
+        widths=[4, 4, 4],
+        blocks_per_stage=1,
+    )
     structure = scheme_structure("early_exit", {"net": list(network.exit_names)})
-    measure_costs({"net": network}, [structure], input_shapes={"net": (1, 28, 28)},
-                  reference="net", batch_sizes=[1], rounds=3, warmup=0, topk=5,
-                  device=torch.device("cpu"), dtype=torch.float32, channels_last=False,
-                  progress=False)
+    measure_costs(
+        {"net": network},
+        [structure],
+        input_shapes={"net": (1, 28, 28)},
+        reference="net",
+        batch_sizes=[1],
+        rounds=3,
+        warmup=0,
+        topk=5,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        channels_last=False,
+        progress=False,
+    )
     assert calls and all(kind is NodeDecision for kind in calls)
 
 
@@ -112,11 +132,20 @@ def test_a_decision_with_more_steps_costs_more():
     """Every step of a decision list is evaluated (the costliest case) and paid for."""
     network = build_network("linear", num_classes=10, in_channels=1, image_size=28)
     structure = scheme_structure("network_selection", {f"n{i}": ["final"] for i in range(17)})
-    table = measure_costs({"n0": network, **{f"n{i}": network for i in range(1, 17)}}, [structure],
-                          input_shapes={f"n{i}": (1, 28, 28) for i in range(17)}, reference="n16",
-                          batch_sizes=[1], rounds=60, warmup=3, topk=5,
-                          device=torch.device("cpu"), dtype=torch.float32, channels_last=False,
-                          progress=False)
+    table = measure_costs(
+        {"n0": network, **{f"n{i}": network for i in range(1, 17)}},
+        [structure],
+        input_shapes={f"n{i}": (1, 28, 28) for i in range(17)},
+        reference="n16",
+        batch_sizes=[1],
+        rounds=60,
+        warmup=3,
+        topk=5,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        channels_last=False,
+        progress=False,
+    )
     decisions = table[table["kind"] == "decision"].set_index("steps")["median_ms"]
     assert sorted(decisions.index) == list(range(1, 17))
     assert decisions[16] > decisions[1]

@@ -13,7 +13,9 @@ from adaptive_inference.networks import build_network
 @pytest.fixture(scope="module")
 def network():
     torch.manual_seed(0)
-    return build_network("exit_resnet", num_classes=10, in_channels=1, image_size=28, widths=[8, 16, 16]).eval()
+    return build_network(
+        "exit_resnet", num_classes=10, in_channels=1, image_size=28, widths=[8, 16, 16]
+    ).eval()
 
 
 def test_extraction_matches_a_plain_forward(network, small_eval_set):
@@ -63,7 +65,11 @@ def test_written_files_and_manifest(network, small_eval_set, tmp_path):
     table = pd.read_parquet(paths[1])
     assert table["exit_name"].dtype == "category"
     manifest = read_json(paths[2])
-    assert manifest["probs_shape"] == [3, 600, 10] and manifest["network_exits"] == ["stage1", "stage2", "final"]
+    assert manifest["probs_shape"] == [3, 600, 10] and manifest["network_exits"] == [
+        "stage1",
+        "stage2",
+        "final",
+    ]
     assert set(manifest["columns"]) == set(table.columns)
 
 
@@ -84,7 +90,11 @@ def test_sharded_extraction_equals_one_job(network, small_eval_set, tmp_path, co
     for index in reversed(range(count)):  # any order
         part, first = shard(small_eval_set, index, count)
         result = extract(network, part, batch_size=128, progress=False, first_id=first)
-        paths = [tmp_path / f"{index}.npy", tmp_path / f"{index}.parquet", tmp_path / f"{index}.json"]
+        paths = [
+            tmp_path / f"{index}.npy",
+            tmp_path / f"{index}.parquet",
+            tmp_path / f"{index}.json",
+        ]
         result.write(*paths)
         parts.append(Extraction.read(*paths))
     merged = merge_extractions(parts)
@@ -98,7 +108,10 @@ def test_shards_must_tile_the_dataset(network, small_eval_set):
 
     first, _ = shard(small_eval_set, 0, 3)
     third, start = shard(small_eval_set, 2, 3)
-    parts = [extract(network, first, progress=False), extract(network, third, progress=False, first_id=start)]
+    parts = [
+        extract(network, first, progress=False),
+        extract(network, third, progress=False, first_id=start),
+    ]
     with pytest.raises(ValueError, match="do not tile"):
         merge_extractions(parts)
     with pytest.raises(ValueError, match="does not exist"):
@@ -107,7 +120,9 @@ def test_shards_must_tile_the_dataset(network, small_eval_set):
 
 def test_half_precision_extraction_is_recorded_and_close(small_eval_set):
     torch.manual_seed(0)
-    model = build_network("exit_resnet", num_classes=10, in_channels=1, image_size=28, widths=[8, 16, 16]).eval()
+    model = build_network(
+        "exit_resnet", num_classes=10, in_channels=1, image_size=28, widths=[8, 16, 16]
+    ).eval()
     full = extract(model, small_eval_set, batch_size=128, progress=False)
     half = extract(model, small_eval_set, batch_size=128, progress=False, dtype="bfloat16")
     assert half.manifest["dtype"] == "bfloat16" and full.manifest["dtype"] == "float32"

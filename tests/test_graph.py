@@ -34,8 +34,13 @@ def tables():
 
 
 def test_additive_costs_add_stages_and_heads():
-    costs = Costs.additive({"net": [1.0, 2.0, 4.0]}, {"net": [0.1, 0.2, 0.3]},
-                           decision_ms=0.05, answer_ms=0.01, batch_size=4)
+    costs = Costs.additive(
+        {"net": [1.0, 2.0, 4.0]},
+        {"net": [0.1, 0.2, 0.3]},
+        decision_ms=0.05,
+        answer_ms=0.01,
+        batch_size=4,
+    )
     assert costs.segment_ms("net", None, 0) == pytest.approx(1.1)
     assert costs.segment_ms("net", None, 2) == pytest.approx(7.3)  # 1 + 2 + 4 + head 2
     assert costs.segment_ms("net", 0, 2) == pytest.approx(6.3)  # stages 1 and 2, head 2
@@ -100,8 +105,9 @@ def test_components_cover_every_route(tables):
         if not graph.is_terminal(b):
             assert graph.decision(b) in keys
     # the timed components are what the graph is priced by
-    missing = Costs(batch_size=1, calls={k: v for k, v in costs.calls.items()
-                                         if k != graph.segment(2, 3)})
+    missing = Costs(
+        batch_size=1, calls={k: v for k, v in costs.calls.items() if k != graph.segment(2, 3)}
+    )
     with pytest.raises(KeyError, match="big:exit0->exit1"):
         scheme_graph("combined", predictions, missing)
 
@@ -245,8 +251,10 @@ def test_path_features_are_those_of_the_dominators(tables):
     assert g.node_features(3).shape == (300, own + 2 * (own + len(PATH_EXTRA)))
     names = g.node_feature_names(3)
     assert names[0] == "big/exit1:top1_prob"
-    assert names[own:2 * own + 2] == [
-        *(f"tiny/final:{f}" for f in g.feature_names), "tiny/final:agrees", "tiny/final:p_top1"
+    assert names[own : 2 * own + 2] == [
+        *(f"tiny/final:{f}" for f in g.feature_names),
+        "tiny/final:agrees",
+        "tiny/final:p_top1",
     ]
     ns = scheme_graph("network_selection", predictions, costs, path_features=True)
     assert [ns.feature_nodes(n) for n in range(3)] == [(0,), (1, 0), (2, 0)]
@@ -261,7 +269,7 @@ def test_path_columns_read_agreement_and_the_probability_of_the_current_class(ta
     x = g.node_features(2)
     own = len(g.feature_names)
     np.testing.assert_array_equal(x[:, :own], g.features[2])
-    np.testing.assert_array_equal(x[:, own:2 * own], g.features[0])
+    np.testing.assert_array_equal(x[:, own : 2 * own], g.features[0])
     agrees, p_top1 = x[:, 2 * own], x[:, 2 * own + 1]
     tiny, big = predictions["tiny"], predictions["big"]
     tiny_top = tiny[[f"top{j}_class" for j in range(1, 6)]].to_numpy()
@@ -283,8 +291,13 @@ def test_path_columns_read_agreement_and_the_probability_of_the_current_class(ta
 
 def test_walk_pays_every_stage_on_the_path_the_decisions_and_the_answer():
     correct = np.ones((3, 4), dtype=bool)
-    g = make_graph(correct, alone_ms=[1.0, 2.0, 4.0], successors=[[1, 2], [2], []],
-                   decision_ms=0.5, answer_ms=0.25)
+    g = make_graph(
+        correct,
+        alone_ms=[1.0, 2.0, 4.0],
+        successors=[[1, 2], [2], []],
+        decision_ms=0.5,
+        answer_ms=0.25,
+    )
     plan = {0: np.array([STOP, 1, 2, 1]), 1: np.array([0, STOP, 0, 2])}
 
     def decide(node, here):
@@ -309,8 +322,9 @@ def test_walk_pays_every_stage_on_the_path_the_decisions_and_the_answer():
 
 
 def test_walk_from_another_start():
-    g = make_graph(np.ones((3, 3), dtype=bool), alone_ms=[1.0, 2.0, 4.0], decision_ms=0.5,
-                   answer_ms=0.25)
+    g = make_graph(
+        np.ones((3, 3), dtype=bool), alone_ms=[1.0, 2.0, 4.0], decision_ms=0.5, answer_ms=0.25
+    )
     seen = []
 
     def decide(node, here):

@@ -62,4 +62,6 @@ def test_the_family_facts_match_the_networks(arch):
     wide = {"widths": [4, 4, 4, 4, 4]} if arch == "exit_resnet" else {}
     assert _build(arch, **wide).num_exits == exit_count(arch, wide)
     if "widths" in DEFAULT_OPTIONS[arch]:
-        assert _build(arch, widths=list(DEFAULT_OPTIONS[arch]["widths"])).num_exits == model.num_exits
+        assert (
+            _build(arch, widths=list(DEFAULT_OPTIONS[arch]["widths"])).num_exits == model.num_exits
+        )

@@ -12,10 +12,9 @@ import re
 
 import nbformat
 import pytest
+from conftest import REPO
 
 from adaptive_inference import notebooks as nbs
-
-from conftest import REPO
 
 TEMPLATES = sorted((REPO / "notebooks").glob("*.ipynb"))
 
@@ -33,7 +32,9 @@ def test_templates_are_commit_ready(template):
     assert notebook.cells[1].cell_type == "markdown" and notebook.cells[1].source.startswith("# ")
     for cell in notebook.cells:
         if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None, f"outputs in {template.name}"
+            assert cell.outputs == [] and cell.execution_count is None, (
+                f"outputs in {template.name}"
+            )
     assert "papermill" not in notebook.metadata
     assert nbs.declared_parameters(template)[-2:] == ["style", "figure_dir"]
 
@@ -65,9 +66,14 @@ def test_figure_names_of_every_notebook():
     options = {"schemes": ["early_exit", "combined"]}
     assert nbs.figure_names("6_summary", options) == ["headline", "robustness"]
     assert nbs.figure_names("3_network_selection", options) == [
-        "speedup_vs_loss_early_exit", "speedup_vs_loss_combined", "schemes_compared"]
+        "speedup_vs_loss_early_exit",
+        "speedup_vs_loss_combined",
+        "schemes_compared",
+    ]
     assert nbs.figure_names("4_exit_proportions", options) == [
-        "proportions_early_exit", "proportions_combined"]
+        "proportions_early_exit",
+        "proportions_combined",
+    ]
     assert nbs.figure_names("7_runtime", options) == ["measured_vs_predicted", "time_breakdown"]
     with pytest.raises(ValueError, match="unknown notebook '8_more'"):
         nbs.figure_names("8_more", options)
@@ -77,8 +83,13 @@ def test_summary_notebook_reads_the_robustness_tables_and_draws_the_verdict():
     template = REPO / "notebooks" / "6_summary.ipynb"
     assert "robustness" in nbs.declared_parameters(template)
     source = "\n".join(c.source for c in nbformat.read(template, as_version=4).cells)
-    for call in ("fig.verdict(", "fig.plot_robustness(", "fig.robustness_table(",
-                 "learned_minus_baselines(", "fig.chosen("):
+    for call in (
+        "fig.verdict(",
+        "fig.plot_robustness(",
+        "fig.robustness_table(",
+        "learned_minus_baselines(",
+        "fig.chosen(",
+    ):
         assert call in source, call
 
 
@@ -89,8 +100,9 @@ def test_templates_call_what_the_figures_module_has(template):
     the choice."""
     from adaptive_inference import figures
 
-    source = "\n".join(c.source for c in nbformat.read(template, as_version=4).cells
-                       if c.cell_type == "code")
+    source = "\n".join(
+        c.source for c in nbformat.read(template, as_version=4).cells if c.cell_type == "code"
+    )
     used = set(re.findall(r"\bfig\.(\w+)", source))
     assert used and not [name for name in used if not hasattr(figures, name)]
     if "confidence=confidence" in source:
@@ -109,17 +121,23 @@ def test_unknown_parameter_is_an_error_before_any_kernel_starts(tmp_path):
 
 
 def test_job_parameters_are_relative_to_the_executed_notebook():
-    inputs = {"notebook": "/abs/t.ipynb", "points": "results/policies/a/points.parquet",
-              "nodes": ["results/policies/a/nodes.parquet", "results/policies/b/nodes.parquet"]}
-    parameters = nbs.job_parameters(inputs, {"max_loss": 2.0}, relative_to="results/notebooks",
-                                    skip=("notebook",))
+    inputs = {
+        "notebook": "/abs/t.ipynb",
+        "points": "results/policies/a/points.parquet",
+        "nodes": ["results/policies/a/nodes.parquet", "results/policies/b/nodes.parquet"],
+    }
+    parameters = nbs.job_parameters(
+        inputs, {"max_loss": 2.0}, relative_to="results/notebooks", skip=("notebook",)
+    )
     assert parameters == {
         "points": "../policies/a/points.parquet",
         "nodes": ["../policies/a/nodes.parquet", "../policies/b/nodes.parquet"],
         "max_loss": 2.0,
     }
     with pytest.raises(ValueError, match="points"):
-        nbs.job_parameters(inputs, {"points": 1}, relative_to="results/notebooks", skip=("notebook",))
+        nbs.job_parameters(
+            inputs, {"points": 1}, relative_to="results/notebooks", skip=("notebook",)
+        )
 
 
 def executed_notebook() -> nbformat.NotebookNode:
@@ -129,25 +147,41 @@ def executed_notebook() -> nbformat.NotebookNode:
         nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell("x = 2", metadata={"tags": ["injected-parameters"]}),
         nbformat.v4.new_markdown_cell("# Title\n\nSome text."),
-        nbformat.v4.new_code_cell("secret_code_line()", outputs=[nbformat.v4.new_output(
-            "display_data", data={"image/png": png}, metadata={"image/png": {"alt": "a figure"}},
-        )]),
+        nbformat.v4.new_code_cell(
+            "secret_code_line()",
+            outputs=[
+                nbformat.v4.new_output(
+                    "display_data",
+                    data={"image/png": png},
+                    metadata={"image/png": {"alt": "a figure"}},
+                )
+            ],
+        ),
     ]
     for cell in cells:
-        cell.metadata["papermill"] = {"start_time": "2026-01-01T00:00:00", "duration": 1.0,
-                                      "end_time": "2026-01-01T00:00:01", "status": "completed"}
+        cell.metadata["papermill"] = {
+            "start_time": "2026-01-01T00:00:00",
+            "duration": 1.0,
+            "end_time": "2026-01-01T00:00:01",
+            "status": "completed",
+        }
         cell.metadata["execution"] = {"iopub.status.busy": "2026-01-01T00:00:00Z"}
     notebook = nbformat.v4.new_notebook(cells=cells)
     notebook.metadata["papermill"] = {
-        "input_path": "/home/someone/repo/notebooks/t.ipynb", "output_path": "/tmp/x/t.ipynb",
-        "start_time": "2026-01-01T00:00:00", "end_time": "2026-01-01T00:00:05", "duration": 5.0,
+        "input_path": "/home/someone/repo/notebooks/t.ipynb",
+        "output_path": "/tmp/x/t.ipynb",
+        "start_time": "2026-01-01T00:00:00",
+        "end_time": "2026-01-01T00:00:05",
+        "duration": 5.0,
         "parameters": {"x": 2},
     }
     return notebook
 
 
 def test_clean_notebook_drops_timings_and_paths():
-    notebook = nbs.clean_notebook(executed_notebook(), source="notebooks/t.ipynb", output_name="t.ipynb")
+    notebook = nbs.clean_notebook(
+        executed_notebook(), source="notebooks/t.ipynb", output_name="t.ipynb"
+    )
     text = json.dumps(notebook)
     assert "2026-01-01" not in text and "/home/someone" not in text and "/tmp/x" not in text
     assert notebook.metadata["papermill"]["parameters"] == {"x": 2}
@@ -169,7 +203,9 @@ def test_html_hides_the_code_and_loads_nothing_from_the_network(tmp_path):
 def test_figures_of_a_rule_must_match_what_the_notebook_saved(tmp_path):
     (tmp_path / "old.png").write_bytes(b"x")
     (tmp_path / "a.png").write_bytes(b"x")
-    assert nbs.clear_stale_figures(tmp_path, [tmp_path / "a.png", tmp_path / "a.svg"]) == [tmp_path / "old.png"]
+    assert nbs.clear_stale_figures(tmp_path, [tmp_path / "a.png", tmp_path / "a.svg"]) == [
+        tmp_path / "old.png"
+    ]
     with pytest.raises(RuntimeError, match=r"declared but not saved \['a.svg'\]"):
         nbs.check_figures(tmp_path, [tmp_path / "a.png", tmp_path / "a.svg"])
     (tmp_path / "a.svg").write_text("<svg/>")
@@ -180,13 +216,22 @@ def test_figures_of_a_rule_must_match_what_the_notebook_saved(tmp_path):
 
 
 def test_index_links_every_page_and_figure_relatively(tmp_path):
-    pages = [{"name": "2_early_exit", "html": "notebooks/2_early_exit.html",
-              "notebook": "notebooks/2_early_exit.ipynb",
-              "figures": ["figures/2_early_exit/speedup_vs_loss.png"]}]
+    pages = [
+        {
+            "name": "2_early_exit",
+            "html": "notebooks/2_early_exit.html",
+            "notebook": "notebooks/2_early_exit.ipynb",
+            "figures": ["figures/2_early_exit/speedup_vs_loss.png"],
+        }
+    ]
     nbs.write_index(tmp_path / "index.html", pages, study="demo")
     page = (tmp_path / "index.html").read_text()
     links = re.findall(r'(?:href|src)="([^"]+)"', page)
-    assert {"notebooks/2_early_exit.html", "notebooks/2_early_exit.ipynb",
-            "figures/2_early_exit/speedup_vs_loss.png", "figures/2_early_exit/speedup_vs_loss.svg"} <= set(links)
+    assert {
+        "notebooks/2_early_exit.html",
+        "notebooks/2_early_exit.ipynb",
+        "figures/2_early_exit/speedup_vs_loss.png",
+        "figures/2_early_exit/speedup_vs_loss.svg",
+    } <= set(links)
     assert all(not link.startswith("/") for link in links)
     assert "Early exit" in page and "demo" in page

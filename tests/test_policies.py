@@ -219,7 +219,10 @@ def test_decision_list_steps_train_on_the_examples_sent_on():
     z = np.array([[2.0], [0.0], [-1.0], [-2.0]])
     feats = NodeFeatures(z=z, mean=np.zeros(1), scale=np.ones(1), names=["x"])
     rule, chosen, estimators = fit_node_rule(
-        0, [STOP, 1, 2], costs, feats,
+        0,
+        [STOP, 1, 2],
+        costs,
+        feats,
         lambda step: TradeoffPolicy(C=100.0)._estimator(0, step, None),
     )
     assert chosen.tolist() == [0, 1, 2, 2]
@@ -284,12 +287,14 @@ def test_a_node_keeps_its_rule_exactly_while_it_pays_for_its_decision():
     # the rule saves this much per example over the best constant action (always go: 0.3)
     gap = (costs.sum(axis=1).min() - best.sum()) / n
     assert gap == pytest.approx(0.3 - 0.3 * 0.3, abs=0.05)
-    kept, chosen, estimators = fit_node_rule(0, [STOP, 1], costs, feats, make,
-                                             decision_cost=gap * 0.99)
+    kept, chosen, estimators = fit_node_rule(
+        0, [STOP, 1], costs, feats, make, decision_cost=gap * 0.99
+    )
     assert kept.constant_action is None and estimators[0] is not None
     assert np.array_equal(costs[chosen, np.arange(n)], best)
-    dropped, chosen, estimators = fit_node_rule(0, [STOP, 1], costs, feats, make,
-                                                decision_cost=gap * 1.01)
+    dropped, chosen, estimators = fit_node_rule(
+        0, [STOP, 1], costs, feats, make, decision_cost=gap * 1.01
+    )
     assert dropped.constant_action == 1 and estimators == [None]  # go on: the cheaper constant
     assert (chosen == 1).all() and not dropped.coef.any()
 
@@ -355,8 +360,14 @@ def useless_root_graph(path_features: bool = False) -> StageGraph:
     features = np.array(
         [np.full((n, 4), 0.5), *make_graph(correct, seed=2).features[1:]], dtype=np.float32
     )
-    return make_graph(correct, features=features, alone_ms=[3.0, 2.0, 4.0], successors=SELECTION,
-                      decision_ms=0.05, path_features=path_features)
+    return make_graph(
+        correct,
+        features=features,
+        alone_ms=[3.0, 2.0, 4.0],
+        successors=SELECTION,
+        decision_ms=0.05,
+        path_features=path_features,
+    )
 
 
 def best_from_root(graph: StageGraph, lam: float) -> float:
@@ -424,9 +435,10 @@ def test_shifted_policies_trade_loss_for_time(selection):
     assert costs == sorted(costs, reverse=True) and costs[0] > costs[-1]
     # the original is untouched, and on its own lambda beats its shifts on training data
     assert policy.route(graph, train).cost_ms.mean() == pytest.approx(policy.train_cost_ms_)
-    assert policy.train_objective_ <= min(
-        policy.shifted(graph, s, rows).train_objective_ for s in (-0.5, 0.5)
-    ) + 1e-12
+    assert (
+        policy.train_objective_
+        <= min(policy.shifted(graph, s, rows).train_objective_ for s in (-0.5, 0.5)) + 1e-12
+    )
 
 
 @pytest.mark.parametrize("kind", ["early_exit", "network_selection", "combined"])
@@ -443,16 +455,24 @@ def test_threshold_policies_are_the_uniform_and_cascade_baselines(kind):
     chain = {n: graph.successors[n][0] for n in graph.default_chain() if not graph.is_terminal(n)}
     thresholds = default_thresholds(graph, rows, count=12)
     for t in thresholds:
-        policy = threshold_policy(graph, features, start=0, go=chain, threshold=t, rows=rows,
-                                  origin="uniform")
+        policy = threshold_policy(
+            graph, features, start=0, go=chain, threshold=t, rows=rows, origin="uniform"
+        )
         for ids in (rows, test):
             assert same_routes(policy.route(graph, ids), uniform_route(graph, t, ids))
     firsts = cascade_firsts(graph)
     assert firsts  # every scheme has one
     for first in firsts:
         for t in thresholds[::3]:
-            policy = threshold_policy(graph, features, start=first, go={first: graph.reference},
-                                      threshold=t, rows=rows, origin="cascade")
+            policy = threshold_policy(
+                graph,
+                features,
+                start=first,
+                go={first: graph.reference},
+                threshold=t,
+                rows=rows,
+                origin="cascade",
+            )
             assert policy.start_ == first
             assert same_routes(policy.route(graph, test), cascade_route(graph, first, t, test))
     for node in range(graph.num_nodes):
@@ -519,10 +539,12 @@ def round_trip_policies(graph: StageGraph, train: np.ndarray) -> list[TradeoffPo
         fit(graph, train, 0.0),
         fit(graph, train, 0.05, myopic=True, loss="top5"),
         learned.shifted(graph, -0.7, rows),
-        threshold_policy(graph, features, start=0, go=chain, threshold=0.6, rows=rows,
-                         origin="uniform"),
-        threshold_policy(graph, features, start=0, go=chain, threshold=np.inf, rows=rows,
-                         origin="uniform"),
+        threshold_policy(
+            graph, features, start=0, go=chain, threshold=0.6, rows=rows, origin="uniform"
+        ),
+        threshold_policy(
+            graph, features, start=0, go=chain, threshold=np.inf, rows=rows, origin="uniform"
+        ),
         constant_policy(graph, features, graph.reference, rows, origin="reference"),
     ]
 
@@ -535,7 +557,9 @@ def test_policies_round_trip_through_plain_data(selection, combined):
             again = TradeoffPolicy.from_dict(json.loads(json.dumps(data)))
             assert again.get_params() == policy.get_params()
             assert (again.start_, again.origin_, again.shift_) == (
-                policy.start_, policy.origin_, policy.shift_
+                policy.start_,
+                policy.origin_,
+                policy.shift_,
             )
             assert again.graph_signature_ == graph.signature()
             assert again.train_objective_ == policy.train_objective_
@@ -588,8 +612,9 @@ def test_warm_start_reaches_the_same_policy(selection):
 def test_oracle_is_an_upper_bound(successors):
     correct = random_correct(3, 1000, seed=5)
     top5 = correct | random_correct(3, 1000, seed=6)
-    g = make_graph(correct, correct_top5=top5, successors=successors, decision_ms=0.1,
-                   answer_ms=0.05)
+    g = make_graph(
+        correct, correct_top5=top5, successors=successors, decision_ms=0.1, answer_ms=0.05
+    )
     train, test = np.arange(500), np.arange(500, 1000)
     for loss in ("top1", "top5"):
         oracle = oracle_route(g, test, loss=loss)
@@ -624,14 +649,18 @@ def test_oracle_pays_every_stage_on_its_path():
     # through another node is cheaper than the node alone)
     assert route.stop.tolist() == [1, 2, 0]
     assert route.cost_ms.tolist() == [2.5, 4.5, 1.5]
-    assert route.visited.tolist() == [[False, True, False], [False, False, True],
-                                      [True, False, False]]
+    assert route.visited.tolist() == [
+        [False, True, False],
+        [False, False, True],
+        [True, False, False],
+    ]
 
 
 def test_oracle_follows_a_cheaper_path_through_earlier_nodes():
     # an early-exit chain: exit 1 after exit 0 costs 1 + 1.5, exit 1 from the input 3
-    predictions, costs = synthetic_tables({"net": 3}, n=50, stage_ms={"net": [1.0, 1.5, 2.0]},
-                                          head_ms=0.0)
+    predictions, costs = synthetic_tables(
+        {"net": 3}, n=50, stage_ms={"net": [1.0, 1.5, 2.0]}, head_ms=0.0
+    )
     calls = {**costs.calls, segment_key("net", None, 1): {1: 3.0}}
     g = scheme_graph("early_exit", predictions, Costs(batch_size=1, calls=calls))
     only_exit1 = ~g.correct_top1[0] & g.correct_top1[1]
@@ -686,8 +715,12 @@ def test_single_and_cascade_costs():
     features = np.zeros((3, 2, 4), dtype=np.float32)
     features[0, :, 0] = [0.9, 0.1]
     g = make_graph(
-        correct, features=features, alone_ms=[1.0, 2.0, 4.0], successors=SELECTION,
-        decision_ms=0.5, answer_ms=0.25,
+        correct,
+        features=features,
+        alone_ms=[1.0, 2.0, 4.0],
+        successors=SELECTION,
+        decision_ms=0.5,
+        answer_ms=0.25,
     )
     assert single_route(g, 1).cost_ms.tolist() == [2.25, 2.25]
     assert cascade_firsts(g) == [0, 1]

@@ -24,10 +24,22 @@ CONFIDENCES = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 def table(rows: list[dict], scheme: str = "s") -> pd.DataFrame:
     """A points table with the columns the read-off reads (defaults for the rest)."""
     defaults = {
-        "scheme": scheme, "method": "m", "train_loss": "", "variant": "", "origin": "",
-        "budget_name": "", "budget": np.nan, "speedup_lo": np.nan, "speedup_hi": np.nan,
-        "top1_loss_lo": np.nan, "top1_loss_hi": np.nan, "top5_loss": 0.0, "top5_loss_lo": np.nan,
-        "top5_loss_hi": np.nan, "val_top5_loss": 0.0, "val_top5_loss_se": 0.0,
+        "scheme": scheme,
+        "method": "m",
+        "train_loss": "",
+        "variant": "",
+        "origin": "",
+        "budget_name": "",
+        "budget": np.nan,
+        "speedup_lo": np.nan,
+        "speedup_hi": np.nan,
+        "top1_loss_lo": np.nan,
+        "top1_loss_hi": np.nan,
+        "top5_loss": 0.0,
+        "top5_loss_lo": np.nan,
+        "top5_loss_hi": np.nan,
+        "val_top5_loss": 0.0,
+        "val_top5_loss_se": 0.0,
     }
     out = pd.DataFrame([{**defaults, **row} for row in rows])
     out.insert(0, "point_id", np.arange(len(out)))
@@ -40,13 +52,27 @@ def curve() -> pd.DataFrame:
     """One method's curve whose best test point and best validation point within 1 point of
     loss differ: point 0 is the fastest on test within the budget, but over it on validation.
     (Validation losses fall with validation cost, as a curve's do.)"""
-    return table([
-        dict(speedup=4.0, top1_loss=0.5, val_speedup=4.2, val_top1_loss=3.0, val_top1_loss_se=0.5),
-        dict(speedup=2.0, top1_loss=1.5, val_speedup=2.1, val_top1_loss=0.4, val_top1_loss_se=0.3),
-        dict(speedup=1.4, top1_loss=0.2, val_speedup=1.5, val_top1_loss=0.2, val_top1_loss_se=0.1),
-        dict(speedup=1.0, top1_loss=0.0, val_speedup=1.0, val_top1_loss=0.0, val_top1_loss_se=0.0,
-             origin="reference"),
-    ])
+    return table(
+        [
+            dict(
+                speedup=4.0, top1_loss=0.5, val_speedup=4.2, val_top1_loss=3.0, val_top1_loss_se=0.5
+            ),
+            dict(
+                speedup=2.0, top1_loss=1.5, val_speedup=2.1, val_top1_loss=0.4, val_top1_loss_se=0.3
+            ),
+            dict(
+                speedup=1.4, top1_loss=0.2, val_speedup=1.5, val_top1_loss=0.2, val_top1_loss_se=0.1
+            ),
+            dict(
+                speedup=1.0,
+                top1_loss=0.0,
+                val_speedup=1.0,
+                val_top1_loss=0.0,
+                val_top1_loss_se=0.0,
+                origin="reference",
+            ),
+        ]
+    )
 
 
 def test_choose_reads_validation_and_envelope_reads_test():
@@ -61,8 +87,9 @@ def test_choose_reads_validation_and_envelope_reads_test():
     assert chosen["val_ucb"] == pytest.approx(0.4 + z_score(0.8) * 0.3)
     assert best_test["speedup"] == 4.0 and best_test["top1_loss"] == 0.5
     # the test split never enters the choice, the validation split never the envelope
-    shuffled = points.assign(speedup=points["speedup"][::-1].to_numpy(),
-                             top1_loss=[9.0, 9.0, 9.0, 0.0])
+    shuffled = points.assign(
+        speedup=points["speedup"][::-1].to_numpy(), top1_loss=[9.0, 9.0, 9.0, 0.0]
+    )
     assert choose(shuffled, [1.0]).iloc[0]["point_id"] == 1
     blind = points.assign(val_top1_loss=9.0, val_speedup=1.0)
     assert envelope(blind, [1.0]).iloc[0]["point_id"] == 0
@@ -96,11 +123,18 @@ def random_curve(seed: int, n: int = 30) -> pd.DataFrame:
     val_speedup = np.sort(rng.uniform(1.0, 5.0, n))[::-1]
     val_loss = np.sort(rng.exponential(1.0, n))[::-1] * rng.uniform(0.5, 3.0)
     se = rng.uniform(0.05, 1.0, n)
-    return table([
-        dict(speedup=rng.uniform(1, 5), top1_loss=rng.uniform(0, 3), val_speedup=s,
-             val_top1_loss=v, val_top1_loss_se=e)
-        for s, v, e in zip(val_speedup, val_loss, se, strict=True)
-    ])
+    return table(
+        [
+            dict(
+                speedup=rng.uniform(1, 5),
+                top1_loss=rng.uniform(0, 3),
+                val_speedup=s,
+                val_top1_loss=v,
+                val_top1_loss_se=e,
+            )
+            for s, v, e in zip(val_speedup, val_loss, se, strict=True)
+        ]
+    )
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -133,8 +167,7 @@ def test_higher_confidence_is_more_cautious(seed):
         same = points.assign(val_top1_loss_se=0.4)
         bounds = [
             upper_bound(same, "top1", 0.8)[int(p)]
-            for p in (choose(same, [level], confidence=c).iloc[0]["point_id"]
-                      for c in CONFIDENCES)
+            for p in (choose(same, [level], confidence=c).iloc[0]["point_id"] for c in CONFIDENCES)
             if not np.isnan(p)
         ]
         assert bounds == sorted(bounds, reverse=True)
@@ -142,16 +175,50 @@ def test_higher_confidence_is_more_cautious(seed):
 
 def test_groups_methods_and_the_oracle_at_its_own_loss():
     rows = [
-        dict(method="learned", train_loss="top1", speedup=3.0, top1_loss=0.4, val_speedup=3.0,
-             val_top1_loss=0.3, val_top1_loss_se=0.1),
-        dict(method="learned", train_loss="top5", speedup=5.0, top1_loss=0.4, val_speedup=5.0,
-             val_top1_loss=0.3, val_top1_loss_se=0.1),
-        dict(method="uniform", speedup=2.0, top1_loss=0.4, val_speedup=2.0, val_top1_loss=0.3,
-             val_top1_loss_se=0.1),
-        dict(method="oracle", variant="top1", speedup=4.0, top1_loss=-5.0, val_speedup=4.0,
-             val_top1_loss=-5.0, val_top1_loss_se=0.5),
-        dict(method="oracle", variant="top5", speedup=9.0, top1_loss=-1.0, val_speedup=9.0,
-             val_top1_loss=-1.0, val_top1_loss_se=0.5),
+        dict(
+            method="learned",
+            train_loss="top1",
+            speedup=3.0,
+            top1_loss=0.4,
+            val_speedup=3.0,
+            val_top1_loss=0.3,
+            val_top1_loss_se=0.1,
+        ),
+        dict(
+            method="learned",
+            train_loss="top5",
+            speedup=5.0,
+            top1_loss=0.4,
+            val_speedup=5.0,
+            val_top1_loss=0.3,
+            val_top1_loss_se=0.1,
+        ),
+        dict(
+            method="uniform",
+            speedup=2.0,
+            top1_loss=0.4,
+            val_speedup=2.0,
+            val_top1_loss=0.3,
+            val_top1_loss_se=0.1,
+        ),
+        dict(
+            method="oracle",
+            variant="top1",
+            speedup=4.0,
+            top1_loss=-5.0,
+            val_speedup=4.0,
+            val_top1_loss=-5.0,
+            val_top1_loss_se=0.5,
+        ),
+        dict(
+            method="oracle",
+            variant="top5",
+            speedup=9.0,
+            top1_loss=-1.0,
+            val_speedup=9.0,
+            val_top1_loss=-1.0,
+            val_top1_loss_se=0.5,
+        ),
     ]
     points = pd.concat([table(rows, "a"), table(rows, "b")], ignore_index=True)
     points["point_id"] = np.arange(len(points))
@@ -171,12 +238,21 @@ def test_groups_methods_and_the_oracle_at_its_own_loss():
 
 def test_read_off_a_sweep():
     n = 900
-    predictions, costs = synthetic_tables({"a": 1, "b": 1, "c": 1}, n=n, seed=5,
-                                          decision_ms=0.05, answer_ms=0.01)
+    predictions, costs = synthetic_tables(
+        {"a": 1, "b": 1, "c": 1}, n=n, seed=5, decision_ms=0.05, answer_ms=0.01
+    )
     graph = scheme_graph("network_selection", predictions, costs)
     ids = np.arange(n)
-    result = run_sweep(graph, ids[ids % 3 == 0], ids[ids % 3 == 1], ids[ids % 3 == 2],
-                       lambda_count=6, lambda_refine=0, threshold_count=8, bootstrap_samples=0)
+    result = run_sweep(
+        graph,
+        ids[ids % 3 == 0],
+        ids[ids % 3 == 1],
+        ids[ids % 3 == 2],
+        lambda_count=6,
+        lambda_refine=0,
+        threshold_count=8,
+        bootstrap_samples=0,
+    )
     points = result.points
     levels = [0.5, 1.0, 2.0, 5.0]
     chosen = choose(points, levels, metric="top1", confidence=0.8)

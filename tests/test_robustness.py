@@ -69,25 +69,41 @@ def test_resplit_takes_the_proportions_of_the_policy_splits_only():
 @pytest.fixture(scope="module")
 def study():
     n = 900
-    predictions, costs = synthetic_tables({"a": 1, "b": 1, "c": 1}, n=n, seed=7,
-                                          decision_ms=0.05, answer_ms=0.01)
+    predictions, costs = synthetic_tables(
+        {"a": 1, "b": 1, "c": 1}, n=n, seed=7, decision_ms=0.05, answer_ms=0.01
+    )
     graph = scheme_graph("network_selection", predictions, costs, name="ns")
     splits = make_splits(graph.labels, FRACTIONS, seed=0)
     options = dict(
-        losses=["top1"], methods=["learned", "myopic", "uniform", "cascade", "oracle", "single"],
-        lambda_count=5, lambda_refine=0, threshold_count=6, loss_levels=[0.5, 1.0, 2.0],
-        confidence=0.8, shifts=(-1.0, 1.0),
+        losses=["top1"],
+        methods=["learned", "myopic", "uniform", "cascade", "oracle", "single"],
+        lambda_count=5,
+        lambda_refine=0,
+        threshold_count=6,
+        loss_levels=[0.5, 1.0, 2.0],
+        confidence=0.8,
+        shifts=(-1.0, 1.0),
     )
-    table = resplit_sweeps(graph, splits, FRACTIONS, resplits=2, seed=10, options=options,
-                           progress=False)
+    table = resplit_sweeps(
+        graph, splits, FRACTIONS, resplits=2, seed=10, options=options, progress=False
+    )
     return graph, splits, options, table
 
 
 def test_resplit_sweeps_read_every_method_off_each_resplit(study):
     graph, splits, options, table = study
     assert list(table.columns) == [
-        "scheme", "resplit", "seed", "method", "train_loss", "metric", "max_loss", "origin",
-        "speedup", "loss", "within_budget",
+        "scheme",
+        "resplit",
+        "seed",
+        "method",
+        "train_loss",
+        "metric",
+        "max_loss",
+        "origin",
+        "speedup",
+        "loss",
+        "within_budget",
     ]
     # one row per resplit, method (the learned policy and the baselines it is held to),
     # metric and budget
@@ -102,8 +118,9 @@ def test_resplit_sweeps_read_every_method_off_each_resplit(study):
     dealt = resplit(splits, FRACTIONS, 10)
     parts = [ids_of(dealt, name) for name in POLICY_SPLITS]
     assert not np.isin(ids_of(splits, "head_train"), np.concatenate(parts)).any()
-    result = run_sweep(graph, *parts, **{**options, "methods": ["learned", *BASELINES],
-                                         "bootstrap_samples": 0})
+    result = run_sweep(
+        graph, *parts, **{**options, "methods": ["learned", *BASELINES], "bootstrap_samples": 0}
+    )
     chosen = choose(result.points, [0.5, 1.0, 2.0], metric="top1", confidence=0.8)
     first = table[table["resplit"] == 0].set_index(["method", "max_loss"])
     for row in chosen.itertuples():
@@ -141,8 +158,15 @@ def test_learned_minus_baselines_signs_on_a_constructed_table():
                 dict(method="cascade", train_loss="", metric="top1", speedup=2.5),
             ]
             for row in rows[-5:]:
-                row.update(scheme="s", resplit=r, seed=r, max_loss=level, origin="", loss=0.0,
-                           within_budget=True)
+                row.update(
+                    scheme="s",
+                    resplit=r,
+                    seed=r,
+                    max_loss=level,
+                    origin="",
+                    loss=0.0,
+                    within_budget=True,
+                )
     diff = learned_minus_baselines(pd.DataFrame(rows)).set_index(["resplit", "max_loss"])
     assert len(diff) == 4 and set(diff["metric"]) == {"top1"}
     for r in (0, 1):

@@ -49,7 +49,8 @@ NETWORKS = {
     "linear": {"arch": "linear"},
     "small_cnn": {"arch": "small_cnn", "options": {"widths": [4, 8]}},
     "exit_resnet": {
-        "arch": "exit_resnet", "options": {"widths": [8, 8, 16], "blocks_per_stage": 1}
+        "arch": "exit_resnet",
+        "options": {"widths": [8, 8, 16], "blocks_per_stage": 1},
     },
 }
 # Per-example costs (ms) of each stage and head: the policies' routes depend on them, the
@@ -64,8 +65,12 @@ SCHEMES = {
 FRACTIONS = {"policy_train": 0.4, "policy_validation": 0.2, "test": 0.4}
 THROUGHPUT_BATCH = 64
 OPTIONS = dict(device="cpu", dtype=torch.float32, channels_last=False)
-COMPUTE = {"dtype": "float32", "channels_last": False, "cudnn_benchmark": False,
-           "cuda_graphs": True}
+COMPUTE = {
+    "dtype": "float32",
+    "channels_last": False,
+    "cudnn_benchmark": False,
+    "cuda_graphs": True,
+}
 BATCHES = (7, 64)  # 240 test examples: both leave examples waiting across input batches
 
 
@@ -74,8 +79,11 @@ def config(path_features: bool = False) -> dict:
     return {
         "networks": NETWORKS,
         "policies": {
-            "setting": "latency", "reference": "exit_resnet", "topk": 5,
-            "path_features": path_features, "schemes": SCHEMES,
+            "setting": "latency",
+            "reference": "exit_resnet",
+            "topk": 5,
+            "path_features": path_features,
+            "schemes": SCHEMES,
         },
     }
 
@@ -85,8 +93,9 @@ def study_costs() -> dict[str, Costs]:
     16 examples a call (a call on fewer examples costs more per example)."""
     latency = Costs.additive(STAGE_MS, HEAD_MS, decision_ms=0.02, answer_ms=0.001)
     scaled = {net: [ms * 0.2 for ms in stages] for net, stages in STAGE_MS.items()}
-    throughput = Costs.additive(scaled, HEAD_MS, decision_ms=0.001, answer_ms=0.0001,
-                                batch_size=THROUGHPUT_BATCH)
+    throughput = Costs.additive(
+        scaled, HEAD_MS, decision_ms=0.001, answer_ms=0.0001, batch_size=THROUGHPUT_BATCH
+    )
     for sizes in throughput.calls.values():
         per_example = sizes[THROUGHPUT_BATCH] / THROUGHPUT_BATCH
         sizes.update({1: per_example * 4, 16: per_example * 16 * 1.5})
@@ -109,11 +118,23 @@ def networks(small_train_set):
     out = {}
     for name, entry in NETWORKS.items():
         torch.manual_seed(0)
-        spec = {"arch": entry["arch"], "num_classes": 10, "in_channels": 1, "image_size": 28,
-                **entry.get("options", {})}
+        spec = {
+            "arch": entry["arch"],
+            "num_classes": 10,
+            "in_channels": 1,
+            "image_size": 28,
+            **entry.get("options", {}),
+        }
         model = build_network(**spec)
-        recipe = TrainConfig(steps=32, batch_size=64, max_lr=0.1, momentum=0.9,
-                             weight_decay=5e-4, seed=0, channels_last=False)
+        recipe = TrainConfig(
+            steps=32,
+            batch_size=64,
+            max_lr=0.1,
+            momentum=0.9,
+            weight_decay=5e-4,
+            seed=0,
+            channels_last=False,
+        )
         train(model, small_train_set, recipe, progress=False)
         out[name] = (model.eval(), spec)
     return out
@@ -123,8 +144,9 @@ def networks(small_train_set):
 def predictions(networks, small_eval_set):
     """Each network's extracted predictions table (as extraction writes it)."""
     return {
-        name: extract(model, small_eval_set, batch_size=128, channels_last=False,
-                      progress=False).table
+        name: extract(
+            model, small_eval_set, batch_size=128, channels_last=False, progress=False
+        ).table
         for name, (model, _) in networks.items()
     }
 
@@ -139,15 +161,27 @@ def fitted_study(scheme, predictions, splits, *, path_features: bool) -> Study:
     policy_validation, measured on test)."""
     entry = SCHEMES[scheme]
     study = Study(
-        name=scheme, kind=entry["graph"], networks=list(entry["networks"]),
-        reference="exit_resnet", topk=5, path_features=path_features,
+        name=scheme,
+        kind=entry["graph"],
+        networks=list(entry["networks"]),
+        reference="exit_resnet",
+        topk=5,
+        path_features=path_features,
         tables={n: NetworkTable.read(predictions[n], 5) for n in entry["networks"]},
-        costs=study_costs(), splits=splits,
+        costs=study_costs(),
+        splits=splits,
     )
     result = run_sweep(
-        study.graph("latency"), *(study.ids(s) for s in FRACTIONS), losses=["top1"],
-        methods=["learned"], lambda_count=8, lambda_refine=0, threshold_count=10,
-        bootstrap_samples=0, loss_levels=(0.5, 1.0, 2.0, 50.0), confidence=0.8,
+        study.graph("latency"),
+        *(study.ids(s) for s in FRACTIONS),
+        losses=["top1"],
+        methods=["learned"],
+        lambda_count=8,
+        lambda_refine=0,
+        threshold_count=10,
+        bootstrap_samples=0,
+        loss_levels=(0.5, 1.0, 2.0, 50.0),
+        confidence=0.8,
     )
     study.policies, study.points = result.policies, result.points
     return study
@@ -160,8 +194,10 @@ def studies(predictions, splits):
 
 @pytest.fixture(scope="module")
 def path_studies(predictions, splits):
-    return {s: fitted_study(s, predictions, splits, path_features=True)
-            for s in ("early_exit", "combined")}
+    return {
+        s: fitted_study(s, predictions, splits, path_features=True)
+        for s in ("early_exit", "combined")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -231,8 +267,9 @@ def recorded_stream(runtime, images, batch_size):
     """Answers of a rebatched run, each segment call ``(key, node, size)`` and each node's
     rows per call."""
     calls, rows = [], []
-    twin = runtime.wrapped(lambda s: CountedSegment(s, calls),
-                           lambda d, _: RecordedDecision(d, rows))
+    twin = runtime.wrapped(
+        lambda s: CountedSegment(s, calls), lambda d, _: RecordedDecision(d, rows)
+    )
     with torch.inference_mode():
         stop, classes = twin.run_stream(twin.inputs(images), batch_size)
     return stop.numpy(), classes.numpy(), calls, rows
@@ -290,7 +327,7 @@ def test_decision_as_tensor_operations_equals_the_rule(studies, test_set):
                 positions = torch_rule.decide(x).numpy()
                 expected = rule.decide(x.double().numpy())
                 np.testing.assert_array_equal(rule.actions[positions], expected)
-                one = [torch_rule.decide_one(x[i:i + 1]) for i in range(len(x))]
+                one = [torch_rule.decide_one(x[i : i + 1]) for i in range(len(x))]
                 np.testing.assert_array_equal(one, expected)
     assert seen_multi_step, "no fitted rule chooses among more than two actions"
 
@@ -298,9 +335,14 @@ def test_decision_as_tensor_operations_equals_the_rule(studies, test_set):
 def test_decision_rule_on_random_features_with_constant_steps():
     rng = np.random.default_rng(0)
     rule = NodeRule(
-        node=0, actions=np.array([STOP, 1, 2, 3]), feature_names=[f"f{i}" for i in range(7)],
-        mean=rng.normal(size=7), scale=rng.uniform(0.5, 2, 7), coef=rng.normal(size=(3, 7)),
-        intercept=np.array([0.1, -1.0, 0.3]), learned=np.array([True, False, True]),
+        node=0,
+        actions=np.array([STOP, 1, 2, 3]),
+        feature_names=[f"f{i}" for i in range(7)],
+        mean=rng.normal(size=7),
+        scale=rng.uniform(0.5, 2, 7),
+        coef=rng.normal(size=(3, 7)),
+        intercept=np.array([0.1, -1.0, 0.3]),
+        learned=np.array([True, False, True]),
     )
     rule.coef[1] = 0.0
     features = rng.normal(size=(2000, 7)).astype(np.float32)
@@ -428,7 +470,8 @@ def test_each_network_reads_its_own_inputs(studies, networks, test_set):
     graph = study.graphs["latency"]
     rows = graph.rows(ids)
     policy = next(  # a policy that runs every network on some examples
-        p for p in learned_policies(study).values()
+        p
+        for p in learned_policies(study).values()
         if {graph.networks[n] for n in np.flatnonzero(p.route_rows(graph, rows).visited.any(0))}
         == set(NETWORKS)
     )
@@ -441,7 +484,9 @@ def test_each_network_reads_its_own_inputs(studies, networks, test_set):
     given["exit_resnet"] = torch.nn.functional.pad(images, (2, 2, 2, 2))
     sizes = {name: set() for name in NETWORKS}
     hooks = [
-        networks[name][0].stages[0].register_forward_pre_hook(
+        networks[name][0]
+        .stages[0]
+        .register_forward_pre_hook(
             lambda _, args, name=name: sizes[name].add(tuple(args[0].shape[2:]))
         )
         for name in NETWORKS
@@ -477,8 +522,10 @@ def test_a_changed_rule_gives_other_answers(studies, networks, test_set):
     study = studies["network_selection"]
     graph = study.graphs["latency"]
     policy, stop = next(
-        (p, stop) for p in learned_policies(study).values()
-        if p.rules_[p.start_] is not None and p.rules_[p.start_].learned[0]
+        (p, stop)
+        for p in learned_policies(study).values()
+        if p.rules_[p.start_] is not None
+        and p.rules_[p.start_].learned[0]
         and 0 < ((stop := simulated(graph, p, ids)[0]) == p.start_).mean() < 1
     )
     changed = copy.deepcopy(policy)
@@ -492,8 +539,7 @@ def test_a_changed_rule_gives_other_answers(studies, networks, test_set):
 def test_a_policy_of_another_graph_is_refused(studies, networks):
     policy = next(iter(studies["early_exit"].policies.values()))
     with pytest.raises(ValueError, match="signatures differ"):
-        AdaptiveRuntime(studies["combined"].graphs["latency"], policy, models(networks),
-                        **OPTIONS)
+        AdaptiveRuntime(studies["combined"].graphs["latency"], policy, models(networks), **OPTIONS)
 
 
 # -------------------------------------------------------------------------------------------
@@ -518,8 +564,9 @@ def test_policies_saved_as_json_give_the_same_answers(studies, networks, test_se
             a, b = fresh.classify(images, batch_size), kept.classify(images, batch_size)
             np.testing.assert_array_equal(a.nodes, b.nodes)
             np.testing.assert_array_equal(a.classes, b.classes)
-        np.testing.assert_array_equal(batch1_answers(fresh, images[:30])[0],
-                                      simulated(graph, policy, ids[:30])[0])
+        np.testing.assert_array_equal(
+            batch1_answers(fresh, images[:30])[0], simulated(graph, policy, ids[:30])[0]
+        )
 
 
 def costs_table(costs: Costs) -> pd.DataFrame:
@@ -527,11 +574,21 @@ def costs_table(costs: Costs) -> pd.DataFrame:
     rows = []
     for key, sizes in costs.calls.items():
         for batch, ms in sizes.items():
-            rows.append({
-                **key_columns(key), "batch_size": batch, "rounds": 1, "median_ms": ms,
-                "q25_ms": ms, "q75_ms": ms, "ratio_median": 1.0, "ratio_q25": 1.0,
-                "ratio_q75": 1.0, "cost_ms": ms, "per_example_ms": ms / batch,
-            })
+            rows.append(
+                {
+                    **key_columns(key),
+                    "batch_size": batch,
+                    "rounds": 1,
+                    "median_ms": ms,
+                    "q25_ms": ms,
+                    "q75_ms": ms,
+                    "ratio_median": 1.0,
+                    "ratio_q25": 1.0,
+                    "ratio_q75": 1.0,
+                    "cost_ms": ms,
+                    "per_example_ms": ms / batch,
+                }
+            )
     return pd.DataFrame(rows)[TABLE_COLUMNS]
 
 
@@ -549,8 +606,9 @@ def test_a_study_read_back_from_its_results(studies, predictions, splits, tmp_pa
         write_parquet(study.points, layout.policies(scheme, "points.parquet"))
         save_policies(study.policies, layout.policies(scheme, "policies.json"))
     for scheme, study in studies.items():
-        back = read_study(scheme, SCHEMES[scheme], config()["policies"], "exit_resnet",
-                          layout=layout)
+        back = read_study(
+            scheme, SCHEMES[scheme], config()["policies"], "exit_resnet", layout=layout
+        )
         same = load_study(layout.root, config(), scheme)
         for read in (back, same):
             assert read.graphs["latency"].signature() == study.graphs["latency"].signature()
@@ -601,8 +659,9 @@ def hand_route() -> Route:
     decided = visited.copy()
     decided[:, 2] = False  # terminal
     stop = np.array([0] * 4 + [1] * 3 + [2] * 3)
-    return Route(rows=np.arange(10), stop=stop, visited=visited, decided=decided,
-                 paid_ms=np.zeros((10, 3)))
+    return Route(
+        rows=np.arange(10), stop=stop, visited=visited, decided=decided, paid_ms=np.zeros((10, 3))
+    )
 
 
 def test_predicted_batched_time_by_hand():
@@ -613,16 +672,26 @@ def test_predicted_batched_time_by_hand():
     structure = scheme_structure("early_exit", {"n": ["e0", "e1", "final"]})
     route = hand_route()
     assert segment_counts(structure, route, 0) == {
-        (seg("n", None, 0), 0): 10, (seg("n", 0, 1), 1): 6, (seg("n", 1, 2), 2): 3,
+        (seg("n", None, 0), 0): 10,
+        (seg("n", 0, 1), 1): 6,
+        (seg("n", 1, 2), 2): 3,
     }
 
     def between(at1, at4, k):  # linear between the timed sizes
         return at1 + (at4 - at1) * (k - 1) / 3
 
-    exit0 = 2 * (2.5 + 0.4 + 0.06) + between(1.0, 2.5, 2) + between(0.1, 0.4, 2) \
+    exit0 = (
+        2 * (2.5 + 0.4 + 0.06)
+        + between(1.0, 2.5, 2)
+        + between(0.1, 0.4, 2)
         + between(0.03, 0.06, 2)
-    exit1 = 1 * (1.1 + 0.5 + 0.06) + between(0.5, 1.1, 2) + between(0.2, 0.5, 2) \
+    )
+    exit1 = (
+        1 * (1.1 + 0.5 + 0.06)
+        + between(0.5, 1.1, 2)
+        + between(0.2, 0.5, 2)
         + between(0.03, 0.06, 2)
+    )
     exit2 = between(0.8, 2.0, 3) + between(0.03, 0.06, 3)
     total = predicted_batched_ms(structure, route, 0, hand_costs(), 4)
     assert total == pytest.approx(exit0 + exit1 + exit2, rel=1e-12)
@@ -688,19 +757,34 @@ def test_instrumented_runtime_splits_the_time(studies, networks, test_set):
     segments = calls[calls["kind"] == "segment"]
     assert segments["examples"].sum() == route.visited.sum() and segments["examples"].max() == 16
     decided = calls[calls["kind"] == "decision"].groupby("name")["examples"].sum().to_dict()
-    assert decided == {graph.names[n]: visits[n]
-                       for n in np.flatnonzero(route.decided.any(axis=0))}
+    assert decided == {graph.names[n]: visits[n] for n in np.flatnonzero(route.decided.any(axis=0))}
 
 
 def test_measurement_of_a_scheme(studies, networks, test_set):
     ids, images = test_set
     study = studies["network_selection"]
     settings = RuntimeSettings(
-        method="learned", metric="top1", loss_levels=(0.5, 2.0, 50.0), confidence=0.8,
-        max_examples=None, repeats=2, warmup=2, block_size=16, batch_size=THROUGHPUT_BATCH,
+        method="learned",
+        metric="top1",
+        loss_levels=(0.5, 2.0, 50.0),
+        confidence=0.8,
+        max_examples=None,
+        repeats=2,
+        warmup=2,
+        block_size=16,
+        batch_size=THROUGHPUT_BATCH,
     )
-    result = measure_scheme(study, models(networks), images, ids, settings=settings,
-                            setting="latency", device="cpu", compute=COMPUTE, progress=False)
+    result = measure_scheme(
+        study,
+        models(networks),
+        images,
+        ids,
+        settings=settings,
+        setting="latency",
+        device="cpu",
+        compute=COMPUTE,
+        progress=False,
+    )
     table = result.speedups
     assert not [c for c in table.columns if "retimed" in c]
     assert set(table["mode"]) == {"batch1", "batched"}
@@ -719,8 +803,9 @@ def test_measurement_of_a_scheme(studies, networks, test_set):
             continue
         policy = study.policies[int(row.point_id)]
         route = policy.route_rows(graphs["throughput"], rows)
-        expected = predicted_batched_ms(graphs["throughput"], route, policy.start_, costs,
-                                        THROUGHPUT_BATCH)
+        expected = predicted_batched_ms(
+            graphs["throughput"], route, policy.start_, costs, THROUGHPUT_BATCH
+        )
         assert row.predicted_ms == pytest.approx(expected / len(ids), rel=1e-12)
     assert (table["measured_ms"] > 0).all() and (table["runtime_compute_ms"] > 0).all()
     assert len(result.examples) == len(ids) * (len(points) + 1)
@@ -771,8 +856,9 @@ def test_runtime_config_names_fitted_policies(default_config, runtime, message):
 
 
 def test_runtime_settings_from_the_config(default_config):
-    settings = RuntimeSettings.from_config(default_config["runtime"], throughput_batch=128,
-                                           confidence=0.9)
+    settings = RuntimeSettings.from_config(
+        default_config["runtime"], throughput_batch=128, confidence=0.9
+    )
     assert settings.batch_size == 128 and settings.confidence == 0.9  # batch_size null
     assert settings.loss_levels == tuple(default_config["runtime"]["loss_levels"])
     given = {**default_config["runtime"], "batch_size": 32}

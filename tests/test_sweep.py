@@ -32,8 +32,9 @@ from adaptive_inference.sweep import (
 
 N = 1200
 EXITS = {"a": 1, "b": 1, "c": 3}
-OPTIONS = dict(lambda_count=8, lambda_refine=4, threshold_count=10, bootstrap_samples=200,
-               shifts=(-1.0, 1.0))
+OPTIONS = dict(
+    lambda_count=8, lambda_refine=4, threshold_count=10, bootstrap_samples=200, shifts=(-1.0, 1.0)
+)
 KINDS = ("early_exit", "network_selection", "combined")
 
 
@@ -83,8 +84,16 @@ def test_learned_curve_beats_the_class_baselines_at_every_lambda(tables, split, 
     features = standardize(graph, rows)
     thresholds = default_thresholds(graph, rows, 12)
     lambdas = lambda_grid(graph, rows.size, count=8)
-    curve = learned_curve(graph, train, lambdas, features=features, thresholds=thresholds,
-                          shifts=(-1.0, 1.0), refine=3, C=C)
+    curve = learned_curve(
+        graph,
+        train,
+        lambdas,
+        features=features,
+        thresholds=thresholds,
+        shifts=(-1.0, 1.0),
+        refine=3,
+        C=C,
+    )
     firsts = cascade_firsts(graph)
     assert firsts
     baselines = [uniform_route(graph, t, train) for t in thresholds]
@@ -114,8 +123,15 @@ def test_learned_curve_is_a_front_of_training_points_with_the_reference(tables, 
     features = standardize(graph, rows)
     thresholds = default_thresholds(graph, rows, 8)
     lambdas = lambda_grid(graph, rows.size, count=6)
-    curve = learned_curve(graph, train, lambdas, features=features, thresholds=thresholds,
-                          shifts=(-0.5, 0.5), refine=0)
+    curve = learned_curve(
+        graph,
+        train,
+        lambdas,
+        features=features,
+        thresholds=thresholds,
+        shifts=(-0.5, 0.5),
+        refine=0,
+    )
     cost = np.array([p.train_cost_ms_ for p in curve])
     loss = np.array([p.train_loss_ for p in curve])
     assert np.all(np.diff(cost) >= 0)  # cheapest first
@@ -155,14 +171,30 @@ def test_pareto_front_keeps_the_undominated_points_cheapest_first():
         p.train_loss_, p.train_cost_ms_ = loss, cost
         return p
 
-    points = [point(0.1, 2.0), point(0.3, 1.0), point(0.2, 3.0), point(0.05, 5.0),
-              point(0.3, 1.5), point(0.3, 1.0), point(0.1, 4.0), point(0.35, 1.2),
-              point(0.0, 6.0), point(0.0, 7.0), point(0.0, 6.0)]
+    points = [
+        point(0.1, 2.0),
+        point(0.3, 1.0),
+        point(0.2, 3.0),
+        point(0.05, 5.0),
+        point(0.3, 1.5),
+        point(0.3, 1.0),
+        point(0.1, 4.0),
+        point(0.35, 1.2),
+        point(0.0, 6.0),
+        point(0.0, 7.0),
+        point(0.0, 6.0),
+    ]
     front = pareto_front(points)
     # dropped: a point at most as costly has a lower training loss; ties in training loss are
     # kept (validation chooses between them), equal points once
     assert [(p.train_loss_, p.train_cost_ms_) for p in front] == [
-        (0.3, 1.0), (0.3, 1.5), (0.1, 2.0), (0.1, 4.0), (0.05, 5.0), (0.0, 6.0), (0.0, 7.0)
+        (0.3, 1.0),
+        (0.3, 1.5),
+        (0.1, 2.0),
+        (0.1, 4.0),
+        (0.05, 5.0),
+        (0.0, 6.0),
+        (0.0, 7.0),
     ]
     assert front[0] is points[1] and front[5] is points[8]  # of equal points, the first listed
     assert pareto_front([]) == []
@@ -198,12 +230,41 @@ def test_points_table(selection_sweep, split):
     graph, result = selection_sweep
     points = result.points
     for column in (
-        "scheme", "point_id", "method", "variant", "origin", "shift", "train_loss",
-        "budget_name", "budget", "start", "cost_ms", "cost_ms_std", "speedup", "speedup_lo",
-        "speedup_hi", "top1_acc", "top5_acc", "top1_loss", "top1_loss_lo", "top1_loss_hi",
-        "top5_loss", "top5_loss_lo", "top5_loss_hi", "train_objective", "val_cost_ms",
-        "val_speedup", "val_top1_loss", "val_top1_loss_se", "val_top5_loss", "val_top5_loss_se",
-        "reference", "reference_ms", "reference_top1", "reference_top5", "n_test",
+        "scheme",
+        "point_id",
+        "method",
+        "variant",
+        "origin",
+        "shift",
+        "train_loss",
+        "budget_name",
+        "budget",
+        "start",
+        "cost_ms",
+        "cost_ms_std",
+        "speedup",
+        "speedup_lo",
+        "speedup_hi",
+        "top1_acc",
+        "top5_acc",
+        "top1_loss",
+        "top1_loss_lo",
+        "top1_loss_hi",
+        "top5_loss",
+        "top5_loss_lo",
+        "top5_loss_hi",
+        "train_objective",
+        "val_cost_ms",
+        "val_speedup",
+        "val_top1_loss",
+        "val_top1_loss_se",
+        "val_top5_loss",
+        "val_top5_loss_se",
+        "reference",
+        "reference_ms",
+        "reference_top1",
+        "reference_top5",
+        "n_test",
         "n_validation",
     ):
         assert column in points.columns, column
@@ -273,9 +334,17 @@ def test_curve_endpoints(selection_sweep):
 def test_lambda_zero_keeps_the_reference_on_every_scheme(tables, split, kind):
     predictions, costs = tables
     graph = build(kind, predictions, costs)
-    result = run_sweep(graph, *split, losses=("top1", "top5"), methods=["learned"],
-                       lambda_count=5, lambda_refine=0, threshold_count=6,
-                       bootstrap_samples=0, shifts=(-1.0, 1.0))
+    result = run_sweep(
+        graph,
+        *split,
+        losses=("top1", "top5"),
+        methods=["learned"],
+        lambda_count=5,
+        lambda_refine=0,
+        threshold_count=6,
+        bootstrap_samples=0,
+        shifts=(-1.0, 1.0),
+    )
     points = result.points
     for loss in ("top1", "top5"):
         learned = points[points["train_loss"] == loss]
@@ -340,8 +409,16 @@ def test_saved_policies_replay_the_table(selection_sweep, split, tmp_path):
 def test_early_exit_sweep_and_refinement(tables, split):
     predictions, costs = tables
     graph = build("early_exit", predictions, costs)
-    result = run_sweep(graph, *split, losses=["top1"], methods=["learned", "uniform", "single"],
-                       lambda_count=6, lambda_refine=0, threshold_count=5, bootstrap_samples=0)
+    result = run_sweep(
+        graph,
+        *split,
+        losses=["top1"],
+        methods=["learned", "uniform", "single"],
+        lambda_count=6,
+        lambda_refine=0,
+        threshold_count=5,
+        bootstrap_samples=0,
+    )
     points = result.points
     assert points["speedup_lo"].isna().all()
     assert (points["scheme"] == "early_exit").all()
@@ -379,14 +456,32 @@ def test_refinement_does_not_spend_its_budget_on_a_jump():
 def test_parts_must_not_overlap(selection_sweep):
     graph, _ = selection_sweep
     with pytest.raises(ValueError, match="overlap"):
-        run_sweep(graph, np.arange(10), np.arange(5, 20), np.arange(20, 30), methods=["single"],
-                  bootstrap_samples=0)
+        run_sweep(
+            graph,
+            np.arange(10),
+            np.arange(5, 20),
+            np.arange(20, 30),
+            methods=["single"],
+            bootstrap_samples=0,
+        )
     with pytest.raises(ValueError, match="validation and test"):
-        run_sweep(graph, np.arange(10), np.arange(10, 20), np.arange(15, 30),
-                  methods=["single"], bootstrap_samples=0)
+        run_sweep(
+            graph,
+            np.arange(10),
+            np.arange(10, 20),
+            np.arange(15, 30),
+            methods=["single"],
+            bootstrap_samples=0,
+        )
     with pytest.raises(ValueError, match="unknown methods"):
-        run_sweep(graph, np.arange(10), np.arange(10, 20), np.arange(20, 30),
-                  methods=["magic"], bootstrap_samples=0)
+        run_sweep(
+            graph,
+            np.arange(10),
+            np.arange(10, 20),
+            np.arange(20, 30),
+            methods=["magic"],
+            bootstrap_samples=0,
+        )
 
 
 # -------------------------------------------------------------------------------------------
@@ -405,8 +500,9 @@ def test_headline_chooses_on_validation_with_intervals_that_include_the_choice(s
     for metric in ("top1", "top5"):
         expected = choose(result.points, (0.5, 1.0, 2.0), metric=metric, confidence=0.8)
         mine = chosen[chosen["metric"] == metric]
-        merged = mine.merge(expected, on=["method", "train_loss", "max_loss"],
-                            suffixes=("", "_choose"))
+        merged = mine.merge(
+            expected, on=["method", "train_loss", "max_loss"], suffixes=("", "_choose")
+        )
         assert len(merged) == len(mine)
         np.testing.assert_array_equal(merged["point_id"], merged["point_id_choose"])
     ratios = []
@@ -425,8 +521,7 @@ def test_headline_chooses_on_validation_with_intervals_that_include_the_choice(s
     assert len(ratios) >= 10
     assert max(ratios) > 1.0 and np.median(ratios) >= 1.0
     within = headline["within_budget"].dropna()
-    realised = np.where(headline["metric"] == "top1", headline["top1_loss"],
-                        headline["top5_loss"])
+    realised = np.where(headline["metric"] == "top1", headline["top1_loss"], headline["top5_loss"])
     expected = realised <= headline["max_loss"]
     assert (within == expected[within.index]).all()
     envelope = headline[headline["choice"] == "test envelope"].dropna(subset=["point_id"])
@@ -450,17 +545,31 @@ def test_learned_reaches_the_budgets_uniform_reaches_in_a_small_study(seed):
     # 96.8%, 98.6% and 99.4% of them
     n = 850
     predictions = family_tables(FAMILY, n=n, seed=seed)
-    costs = Costs.additive(FAMILY_COSTS["stage_ms"], FAMILY_COSTS["head_ms"],
-                           decision_ms=0.01, answer_ms=0.005, max_shape=8)
+    costs = Costs.additive(
+        FAMILY_COSTS["stage_ms"],
+        FAMILY_COSTS["head_ms"],
+        decision_ms=0.01,
+        answer_ms=0.005,
+        max_shape=8,
+    )
     order = np.random.default_rng(seed).permutation(n)
     train, validation, test = (np.sort(part) for part in np.split(order, [300, 450]))
     levels = (0.5, 1.0, 2.0)
     for kind in KINDS:
         nets = {"exit_resnet": predictions["exit_resnet"]} if kind == "early_exit" else predictions
         graph = scheme_graph(kind, nets, costs)
-        result = run_sweep(graph, train, validation, test, methods=["learned", "uniform"],
-                           lambda_count=12, lambda_refine=6, threshold_count=20,
-                           bootstrap_samples=0, shifts=(-1.0, -0.5, 0.5, 1.0))
+        result = run_sweep(
+            graph,
+            train,
+            validation,
+            test,
+            methods=["learned", "uniform"],
+            lambda_count=12,
+            lambda_refine=6,
+            threshold_count=20,
+            bootstrap_samples=0,
+            shifts=(-1.0, -0.5, 0.5, 1.0),
+        )
         chosen = choose(result.points, levels, metric="top1").set_index(["method", "max_loss"])
         for level in levels:
             uniform, learned = chosen.loc[("uniform", level)], chosen.loc[("learned", level)]
@@ -469,20 +578,39 @@ def test_learned_reaches_the_budgets_uniform_reaches_in_a_small_study(seed):
             # a point that is faster than the reference, within the budget on validation
             assert learned["val_ucb"] <= level, (kind, level)
             assert learned["origin"] != "reference" and learned["speedup"] > 1.0, (
-                kind, level, learned["val_speedup"], uniform["val_speedup"]
+                kind,
+                level,
+                learned["val_speedup"],
+                uniform["val_speedup"],
             )
 
 
 def test_sweep_options_from_a_config_section():
     options = sweep_options(
-        {"losses": ["top5"], "methods": ["learned", "uniform"], "C": 0.5,
-         "lambdas": {"count": 30, "min": 1e-4, "max": None, "refine": 0, "shifts": [-1, 0.5]},
-         "thresholds": {"count": 20}, "bootstrap": {"samples": 50, "seed": 3, "level": 0.9},
-         "loss_levels": [1.0, 2.0], "operating_points": {"confidence": 0.9}}
+        {
+            "losses": ["top5"],
+            "methods": ["learned", "uniform"],
+            "C": 0.5,
+            "lambdas": {"count": 30, "min": 1e-4, "max": None, "refine": 0, "shifts": [-1, 0.5]},
+            "thresholds": {"count": 20},
+            "bootstrap": {"samples": 50, "seed": 3, "level": 0.9},
+            "loss_levels": [1.0, 2.0],
+            "operating_points": {"confidence": 0.9},
+        }
     )
     assert options == {
-        "losses": ["top5"], "methods": ["learned", "uniform"], "C": 0.5, "lambda_count": 30,
-        "lambda_min": 1e-4, "lambda_max": None, "lambda_refine": 0, "shifts": [-1.0, 0.5],
-        "threshold_count": 20, "bootstrap_samples": 50, "bootstrap_seed": 3, "level": 0.9,
-        "loss_levels": [1.0, 2.0], "confidence": 0.9,
+        "losses": ["top5"],
+        "methods": ["learned", "uniform"],
+        "C": 0.5,
+        "lambda_count": 30,
+        "lambda_min": 1e-4,
+        "lambda_max": None,
+        "lambda_refine": 0,
+        "shifts": [-1.0, 0.5],
+        "threshold_count": 20,
+        "bootstrap_samples": 50,
+        "bootstrap_seed": 3,
+        "level": 0.9,
+        "loss_levels": [1.0, 2.0],
+        "confidence": 0.9,
     }

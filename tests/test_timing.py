@@ -79,8 +79,14 @@ def resnet_layers() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def resnet_profile() -> dict:
     return timing.profile_network(
-        build("exit_resnet"), (1, 28, 28), batch_sizes={"latency": 1, "throughput": 4},
-        warmup=1, iterations=3, device=CPU, threads=1, **FLOAT32,
+        build("exit_resnet"),
+        (1, 28, 28),
+        batch_sizes={"latency": 1, "throughput": 4},
+        warmup=1,
+        iterations=3,
+        device=CPU,
+        threads=1,
+        **FLOAT32,
     )
 
 
@@ -227,10 +233,16 @@ def test_components_are_timed_as_whole_calls(resnet_profile):
 
 
 def test_study_config_sets_iterations_per_setting():
-    timing_cfg = {"threads": 1, "warmup": 0, "iterations": 3, "throughput_iterations": 2,
-                  "batch_sizes": {"latency": 1, "throughput": 4}}
-    result = timing.profile_study_network(build("small_cnn"), (1, 28, 28), timing_cfg, device=CPU,
-                                          compute=COMPUTE)
+    timing_cfg = {
+        "threads": 1,
+        "warmup": 0,
+        "iterations": 3,
+        "throughput_iterations": 2,
+        "batch_sizes": {"latency": 1, "throughput": 4},
+    }
+    result = timing.profile_study_network(
+        build("small_cnn"), (1, 28, 28), timing_cfg, device=CPU, compute=COMPUTE
+    )
     assert list(result["summary"]["iterations"]) == [3, 2]
     assert result["environment"]["batch_sizes"] == {"latency": 1, "throughput": 4}
     assert set(result["layers"]["setting"]) == {"latency", "throughput"}
@@ -243,8 +255,13 @@ def test_environment_is_reproducible(resnet_profile):
     assert env["dtype"] == "float32" and env["batch_sizes"] == {"latency": 1, "throughput": 4}
     assert env["torch_version"] == torch.__version__ and env["device_name"]
     assert env["channels_last"] is False
-    again = device.environment(CPU, dtype=torch.float32, batch_sizes=env["batch_sizes"],
-                               malloc_pinned=env["malloc_pinned"], channels_last=False)
+    again = device.environment(
+        CPU,
+        dtype=torch.float32,
+        batch_sizes=env["batch_sizes"],
+        malloc_pinned=env["malloc_pinned"],
+        channels_last=False,
+    )
     assert again == env
 
 
@@ -264,8 +281,15 @@ def test_profile_network_runs_and_records_the_compute_options():
     for, and both recorded."""
     model = build("small_cnn")
     result = timing.profile_network(
-        model, (1, 28, 28), batch_sizes={"latency": 2}, warmup=0, iterations=2, device=CPU,
-        threads=1, dtype=torch.bfloat16, channels_last=True,
+        model,
+        (1, 28, 28),
+        batch_sizes={"latency": 2},
+        warmup=0,
+        iterations=2,
+        device=CPU,
+        threads=1,
+        dtype=torch.bfloat16,
+        channels_last=True,
     )
     env = result["environment"]
     assert env["dtype"] == "bfloat16" and env["channels_last"] is True

@@ -5,7 +5,9 @@ from adaptive_inference.device import seed_everything
 from adaptive_inference.networks import build_network, load_network, save_network
 from adaptive_inference.training import CURVE_POINTS, TrainConfig, evaluate, train
 
-RECIPE = dict(batch_size=64, max_lr=0.1, momentum=0.9, weight_decay=5e-4, seed=0, channels_last=True)
+RECIPE = dict(
+    batch_size=64, max_lr=0.1, momentum=0.9, weight_decay=5e-4, seed=0, channels_last=True
+)
 
 
 def _net(arch="exit_resnet", **options):
@@ -21,7 +23,9 @@ def test_training_learns_and_records_a_curve(small_train_set, small_eval_set):
     after = evaluate(model, *small_eval_set.tensors)
     assert len(curve) == CURVE_POINTS and curve["step"].iloc[-1] == 64
     assert curve["epoch"].iloc[-1] == pytest.approx(64 / 32)  # 2,000 images, batches of 64
-    assert {"val_accuracy_stage1", "val_accuracy_stage2", "val_accuracy_final"} <= set(curve.columns)
+    assert {"val_accuracy_stage1", "val_accuracy_stage2", "val_accuracy_final"} <= set(
+        curve.columns
+    )
     assert curve["train_loss"].iloc[-1] < curve["train_loss"].iloc[0]
     assert after[-1] > 0.6 and after[-1] > before[-1] + 0.3
 
@@ -53,7 +57,12 @@ def test_training_twice_from_the_seed_gives_the_same_bytes(small_train_set, tmp_
 def test_exit_weights_must_match_the_exits(small_train_set):
     _, model = _net()
     with pytest.raises(ValueError, match="3 exits"):
-        train(model, small_train_set, TrainConfig(steps=1, **RECIPE, exit_weights=[1.0, 1.0]), progress=False)
+        train(
+            model,
+            small_train_set,
+            TrainConfig(steps=1, **RECIPE, exit_weights=[1.0, 1.0]),
+            progress=False,
+        )
 
 
 def test_saved_network_reloads_identically(tmp_path):

@@ -69,7 +69,9 @@ def _chromium(chromium: str, *args: str, timeout: float = 120) -> subprocess.Com
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
         return subprocess.run(
             [chromium, *FLAGS, f"--user-data-dir={profile}", *args],
-            capture_output=True, text=True, timeout=timeout,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
 
@@ -106,8 +108,9 @@ def ink(screenshot: Path) -> float:
     return 100.0 * float((np.abs(flat - background).sum(axis=1) > 30).mean())
 
 
-def check_page(chromium: str, page: Path, out_dir: Path, *, window: str = "1280,2000",
-               min_ink: float = 2.0) -> PageCheck:
+def check_page(
+    chromium: str, page: Path, out_dir: Path, *, window: str = "1280,2000", min_ink: float = 2.0
+) -> PageCheck:
     page = page.resolve()
     name = page.stem if page.parent.name != "notebooks" else f"notebooks_{page.stem}"
     check = PageCheck(page=page, screenshot=out_dir / f"{name}.png")
@@ -121,8 +124,9 @@ def check_page(chromium: str, page: Path, out_dir: Path, *, window: str = "1280,
         if not sources:
             check.problems.append("no <img> in the page")
         check.problems += [p for s in sources if (p := check_image(s, page))]
-    shot = _chromium(chromium, f"--screenshot={check.screenshot}", f"--window-size={window}",
-                     page.as_uri())
+    shot = _chromium(
+        chromium, f"--screenshot={check.screenshot}", f"--window-size={window}", page.as_uri()
+    )
     if shot.returncode != 0 or not check.screenshot.exists():
         check.problems.append(f"--screenshot failed ({shot.returncode}): {shot.stderr[-300:]}")
         return check
@@ -135,8 +139,9 @@ def check_page(chromium: str, page: Path, out_dir: Path, *, window: str = "1280,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="?", default="results", type=Path)
-    parser.add_argument("--out", type=Path,
-                        help="screenshots folder (default <results>/screenshots)")
+    parser.add_argument(
+        "--out", type=Path, help="screenshots folder (default <results>/screenshots)"
+    )
     parser.add_argument("--window", default="1280,2000", help="window size, pixels (width,height)")
     args = parser.parse_args(argv)
     chromium = find_chromium()
@@ -153,8 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     for page in pages:
         check = check_page(chromium, page, out_dir, window=args.window)
         status = "ok" if check.ok else "FAILED: " + "; ".join(check.problems)
-        print(f"{page.relative_to(args.results)}: {check.images} images, {check.ink:.1f}% ink, "
-              f"screenshot {check.screenshot}: {status}")
+        print(
+            f"{page.relative_to(args.results)}: {check.images} images, {check.ink:.1f}% ink, "
+            f"screenshot {check.screenshot}: {status}"
+        )
         failed += not check.ok
     print(f"{len(pages) - failed} of {len(pages)} pages ok")
     return 1 if failed else 0

@@ -113,7 +113,8 @@ def cascade_firsts(graph: StageGraph) -> list[int]:
     to it (so that the cascade is a route of the graph, and of the learned policies' class)."""
     ref = graph.reference
     return [
-        n for n in range(ref)
+        n
+        for n in range(ref)
         if graph.alone_ms[n] < graph.alone_ms[ref] and ref in graph.successors[n]
     ]
 

@@ -81,14 +81,21 @@ def random_decision(
     names = own + [f"d{d}:{f}" for d in range(reads) for f in (*own, *PATH_EXTRA)]
     features = len(names)
     rule = NodeRule(
-        node=reads, actions=np.arange(-1, steps, dtype=np.int64), feature_names=names,
+        node=reads,
+        actions=np.arange(-1, steps, dtype=np.int64),
+        feature_names=names,
         mean=torch.rand(features, generator=generator).double().numpy(),
         scale=(torch.rand(features, generator=generator) + 0.5).double().numpy(),
         coef=torch.randn(steps, features, generator=generator).double().numpy() * 1e-3,
-        intercept=np.full(steps, -1e6), learned=np.ones(steps, dtype=bool),
+        intercept=np.full(steps, -1e6),
+        learned=np.ones(steps, dtype=bool),
     )
     return NodeDecision(
-        reads, rule.actions.tolist(), rule=DecisionRule(rule, device), constant=None, topk=topk,
+        reads,
+        rule.actions.tolist(),
+        rule=DecisionRule(rule, device),
+        constant=None,
+        topk=topk,
         reads=tuple(range(reads)),
     )
 
@@ -116,8 +123,11 @@ def _components(
     replayed as captured CUDA graphs with ``capture``, as the runtime runs them then)."""
     batch = next(iter(inputs.values())).shape[0]
     rows = torch.arange(batch, device=device)
-    segments = {k: build_segment(networks[k[1]], k, name=component_name(k)) for k in keys
-                if k[0] == "segment"}
+    segments = {
+        k: build_segment(networks[k[1]], k, name=component_name(k))
+        for k in keys
+        if k[0] == "segment"
+    }
     if capture:
         segments = {
             k: CapturedSegment(s, s.prefix(inputs[k[1]][:1]), [batch], keep_outputs=False)
@@ -136,7 +146,7 @@ def _components(
         segment = segments[key]
         x = inputs[key[1]]
         if key[2] is None:
-            return _Component(key, lambda: (lambda: segment(x)))
+            return _Component(key, lambda: lambda: segment(x))
         before = segments.get(segment_key(key[1], None, key[2])) or build_segment(
             networks[key[1]], segment_key(key[1], None, key[2]), name="before"
         )
@@ -191,7 +201,11 @@ def _rotations(count: int, rounds: int) -> Iterator[list[int]]:
 
 
 def time_rounds(
-    components: Sequence[_Component], reference: Key, *, rounds: int, warmup: int,
+    components: Sequence[_Component],
+    reference: Key,
+    *,
+    rounds: int,
+    warmup: int,
     device: torch.device,
 ) -> dict[Key, np.ndarray]:
     """Each component's time (ms) in each of ``rounds`` rounds (after ``warmup`` untimed
@@ -218,9 +232,17 @@ def _summary(key: Key, batch: int, samples: np.ndarray, ratios: np.ndarray, ref_
     q25, median, q75 = np.percentile(samples, [25, 50, 75])
     r25, ratio, r75 = np.percentile(ratios, [25, 50, 75])
     return {
-        **key_columns(key), "batch_size": batch, "rounds": len(samples), "median_ms": median,
-        "q25_ms": q25, "q75_ms": q75, "ratio_median": ratio, "ratio_q25": r25, "ratio_q75": r75,
-        "cost_ms": ratio * ref_median, "per_example_ms": ratio * ref_median / batch,
+        **key_columns(key),
+        "batch_size": batch,
+        "rounds": len(samples),
+        "median_ms": median,
+        "q25_ms": q25,
+        "q75_ms": q75,
+        "ratio_median": ratio,
+        "ratio_q25": r25,
+        "ratio_q75": r75,
+        "cost_ms": ratio * ref_median,
+        "per_example_ms": ratio * ref_median / batch,
     }
 
 
@@ -266,18 +288,24 @@ def measure_costs(
         keys.append(ref_key)
     generator = torch.Generator().manual_seed(seed)
     rows = []
-    with torch.inference_mode(), tqdm(total=len(batch_sizes), desc="joint timing",
-                                      file=sys.stderr, disable=not progress) as bar:
+    with (
+        torch.inference_mode(),
+        tqdm(
+            total=len(batch_sizes), desc="joint timing", file=sys.stderr, disable=not progress
+        ) as bar,
+    ):
         for batch in batch_sizes:
             shapes = {tuple(shape) for shape in input_shapes.values()}
             by_shape = {
-                shape: torch.randn((batch, *shape), generator=generator).to(
-                    device=device, dtype=dtype).contiguous(memory_format=fmt)
+                shape: torch.randn((batch, *shape), generator=generator)
+                .to(device=device, dtype=dtype)
+                .contiguous(memory_format=fmt)
                 for shape in shapes
             }
             inputs = {net: by_shape[tuple(shape)] for net, shape in input_shapes.items()}
-            components = _components(keys, networks, inputs, ref_key, topk=topk, device=device,
-                                     capture=capture)
+            components = _components(
+                keys, networks, inputs, ref_key, topk=topk, device=device, capture=capture
+            )
             times = time_rounds(components, ref_key, rounds=rounds, warmup=warmup, device=device)
             ref_times = times[ref_key]
             ref_median = float(np.median(ref_times))

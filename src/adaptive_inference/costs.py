@@ -32,9 +32,23 @@ Key = tuple
 ANSWER: Key = ("answer",)
 
 TABLE_COLUMNS = [
-    "component", "kind", "network", "source", "exit", "steps", "reads", "batch_size",
-    "rounds", "median_ms", "q25_ms", "q75_ms", "ratio_median", "ratio_q25", "ratio_q75",
-    "cost_ms", "per_example_ms",
+    "component",
+    "kind",
+    "network",
+    "source",
+    "exit",
+    "steps",
+    "reads",
+    "batch_size",
+    "rounds",
+    "median_ms",
+    "q25_ms",
+    "q75_ms",
+    "ratio_median",
+    "ratio_q25",
+    "ratio_q75",
+    "cost_ms",
+    "per_example_ms",
 ]
 """The columns of a joint timing table (``results/costs/<setting>.parquet``)."""
 
@@ -129,7 +143,9 @@ class Costs:
         calls: dict[Key, dict[int, float]] = {}
         for network, stages in stage_ms.items():
             stages = np.asarray(stages, dtype=float)
-            heads = np.zeros(len(stages)) if head_ms is None else np.asarray(head_ms[network], float)
+            heads = (
+                np.zeros(len(stages)) if head_ms is None else np.asarray(head_ms[network], float)
+            )
             cumulative = np.concatenate([[0.0], np.cumsum(stages)])
             for exit in range(len(stages)):
                 for source in [None, *range(exit)]:
@@ -175,8 +191,15 @@ def _row_key(row: Any) -> Key:
 
 def key_columns(key: Key) -> dict[str, Any]:
     """The table columns that identify a component (see :data:`TABLE_COLUMNS`)."""
-    columns = {"component": component_name(key), "kind": key[0], "network": "", "source": -1,
-               "exit": -1, "steps": 0, "reads": 0}
+    columns = {
+        "component": component_name(key),
+        "kind": key[0],
+        "network": "",
+        "source": -1,
+        "exit": -1,
+        "steps": 0,
+        "reads": 0,
+    }
     if key[0] == "segment":
         _, network, source, exit = key
         columns.update(network=network, source=-1 if source is None else source, exit=exit)

@@ -57,8 +57,13 @@ class CapturedSegment:
     """
 
     def __init__(
-        self, segment: Segment, example: torch.Tensor, sizes: Sequence[int], *,
-        keep_outputs: bool, backend: str = "cuda",
+        self,
+        segment: Segment,
+        example: torch.Tensor,
+        sizes: Sequence[int],
+        *,
+        keep_outputs: bool,
+        backend: str = "cuda",
     ) -> None:
         if backend not in ("cuda", "eager"):
             raise ValueError(f"backend must be cuda or eager, got {backend!r}")
@@ -67,7 +72,9 @@ class CapturedSegment:
         self.node, self.key, self.name = segment.node, segment.key, segment.name
         self.keep_outputs = keep_outputs
         self.sizes = sorted(set(sizes))
-        self._replays: dict[int, tuple[torch.Tensor, Callable[[], None], torch.Tensor, torch.Tensor]] = {}
+        self._replays: dict[
+            int, tuple[torch.Tensor, Callable[[], None], torch.Tensor, torch.Tensor]
+        ] = {}
         for size in self.sizes:
             static = example.expand(size, *example.shape[1:]).clone(
                 memory_format=torch.preserve_format
@@ -113,8 +120,12 @@ class CapturedSegment:
 
 
 def captured(
-    runtime: AdaptiveRuntime, inputs: dict[str, torch.Tensor], sizes: Sequence[int], *,
-    keep_outputs: bool, backend: str = "cuda",
+    runtime: AdaptiveRuntime,
+    inputs: dict[str, torch.Tensor],
+    sizes: Sequence[int],
+    *,
+    keep_outputs: bool,
+    backend: str = "cuda",
 ) -> AdaptiveRuntime:
     """A twin of ``runtime`` whose segments replay captured graphs at ``sizes``; ``inputs`` are
     the runtime's :meth:`~adaptive_inference.runtime.AdaptiveRuntime.inputs` for one example

@@ -50,8 +50,13 @@ def confidence_features(probs: torch.Tensor, topk: int) -> dict[str, torch.Tenso
     top_p, top_i = probs.topk(k, dim=1)
     entropy = -(probs * probs.clamp_min(1e-12).log()).sum(1)
     margin = top_p[:, 0] - top_p[:, 1] if k > 1 else top_p[:, 0]
-    return {"top_p": top_p, "top_i": top_i, "max_prob": top_p[:, 0], "margin": margin,
-            "entropy": entropy}
+    return {
+        "top_p": top_p,
+        "top_i": top_i,
+        "max_prob": top_p[:, 0],
+        "margin": margin,
+        "entropy": entropy,
+    }
 
 
 def decision_features(
@@ -104,8 +109,13 @@ class NodeRule:
 
     @classmethod
     def constant(
-        cls, node: int, actions: Sequence[int], action: int, feature_names: Sequence[str],
-        mean: np.ndarray, scale: np.ndarray,
+        cls,
+        node: int,
+        actions: Sequence[int],
+        action: int,
+        feature_names: Sequence[str],
+        mean: np.ndarray,
+        scale: np.ndarray,
     ) -> NodeRule:
         """The rule that takes ``action`` for every example (it computes nothing)."""
         steps = len(actions) - 1
@@ -114,10 +124,14 @@ class NodeRule:
         if position < steps:
             intercept[position] = 1.0
         return cls(
-            node=node, actions=np.asarray(actions, dtype=np.int64),
-            feature_names=list(feature_names), mean=np.asarray(mean, dtype=float),
-            scale=np.asarray(scale, dtype=float), coef=np.zeros((steps, len(feature_names))),
-            intercept=intercept, learned=np.zeros(steps, dtype=bool),
+            node=node,
+            actions=np.asarray(actions, dtype=np.int64),
+            feature_names=list(feature_names),
+            mean=np.asarray(mean, dtype=float),
+            scale=np.asarray(scale, dtype=float),
+            coef=np.zeros((steps, len(feature_names))),
+            intercept=intercept,
+            learned=np.zeros(steps, dtype=bool),
         )
 
     @property
@@ -152,10 +166,14 @@ class NodeRule:
     def to_dict(self) -> dict[str, Any]:
         """The rule as plain data (JSON): lists of numbers and names."""
         return {
-            "node": int(self.node), "actions": self.actions.tolist(),
-            "feature_names": list(self.feature_names), "mean": self.mean.tolist(),
-            "scale": self.scale.tolist(), "coef": self.coef.tolist(),
-            "intercept": self.intercept.tolist(), "learned": self.learned.tolist(),
+            "node": int(self.node),
+            "actions": self.actions.tolist(),
+            "feature_names": list(self.feature_names),
+            "mean": self.mean.tolist(),
+            "scale": self.scale.tolist(),
+            "coef": self.coef.tolist(),
+            "intercept": self.intercept.tolist(),
+            "learned": self.learned.tolist(),
         }
 
     @classmethod
@@ -164,10 +182,12 @@ class NodeRule:
         steps = len(data["actions"]) - 1
         coef = np.asarray(data["coef"], dtype=np.float64).reshape(steps, len(data["mean"]))
         return cls(
-            node=int(data["node"]), actions=np.asarray(data["actions"], dtype=np.int64),
+            node=int(data["node"]),
+            actions=np.asarray(data["actions"], dtype=np.int64),
             feature_names=list(data["feature_names"]),
             mean=np.asarray(data["mean"], dtype=np.float64),
-            scale=np.asarray(data["scale"], dtype=np.float64), coef=coef,
+            scale=np.asarray(data["scale"], dtype=np.float64),
+            coef=coef,
             intercept=np.asarray(data["intercept"], dtype=np.float64),
             learned=np.asarray(data["learned"], dtype=bool),
         )
@@ -233,9 +253,7 @@ class PathMemo:
         for buffer, value in zip(self.values[node], kept):
             buffer[rows] = value
 
-    def columns(
-        self, node: int, top1: torch.Tensor, rows: torch.Tensor | None
-    ) -> torch.Tensor:
+    def columns(self, node: int, top1: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
         """``node``'s kept features, whether its top-1 agrees with ``top1`` and its probability
         of ``top1`` (:func:`path_columns` as tensors), for ``rows``."""
         own, top_i, top_p = (t if rows is None else t[rows] for t in self.values[node])
@@ -283,7 +301,13 @@ class NodeDecision:
 
     @classmethod
     def of_rule(
-        cls, rule: NodeRule | None, node: int, *, topk: int, keep: bool, reads: Sequence[int],
+        cls,
+        rule: NodeRule | None,
+        node: int,
+        *,
+        topk: int,
+        keep: bool,
+        reads: Sequence[int],
         device: torch.device | str,
     ) -> NodeDecision:
         """The decision of a fitted rule (None: a terminal node, which stops)."""
@@ -291,9 +315,13 @@ class NodeDecision:
             return cls(node, [STOP], rule=None, constant=STOP, topk=topk, keep=keep)
         constant = rule.constant_action
         return cls(
-            node, rule.actions.tolist(),
-            rule=DecisionRule(rule, device) if constant is None else None, constant=constant,
-            topk=topk, keep=keep, reads=reads if constant is None else (),
+            node,
+            rule.actions.tolist(),
+            rule=DecisionRule(rule, device) if constant is None else None,
+            constant=constant,
+            topk=topk,
+            keep=keep,
+            reads=reads if constant is None else (),
         )
 
     def _features(

@@ -58,7 +58,12 @@ METHOD_LABELS = {
 METRIC_LABELS = {"top1": "top-1", "top5": "top-5"}
 _METHOD_COLOUR_INDEX = {"learned": 0, "myopic": 1, "uniform": 2, "cascade": 3, "single": 4}
 _MARKERS = {
-    "learned": "o", "myopic": "s", "uniform": "^", "cascade": "D", "oracle": "*", "single": "P",
+    "learned": "o",
+    "myopic": "s",
+    "uniform": "^",
+    "cascade": "D",
+    "oracle": "*",
+    "single": "P",
 }
 _LINESTYLES = {"learned": "-", "myopic": "--", "uniform": ":", "cascade": "-."}
 _SPEEDUP_TICKS = (  # candidate tick sets of a log speedup axis, densest first
@@ -186,7 +191,9 @@ def method_legend(fig: plt.Figure, axes: Iterable[plt.Axes], *, ncol: int | None
             handles.setdefault(label, handle)
     if handles:
         fig.legend(
-            handles.values(), handles.keys(), loc="outside lower center",
+            handles.values(),
+            handles.keys(),
+            loc="outside lower center",
             ncol=ncol or min(len(handles), 4),
         )
 
@@ -198,9 +205,7 @@ def read_tables(paths: str | Path | Sequence[str | Path]) -> pd.DataFrame:
     """One table from one or several Parquet / CSV files (the same columns), concatenated."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    frames = [
-        pd.read_parquet(p) if str(p).endswith(".parquet") else pd.read_csv(p) for p in paths
-    ]
+    frames = [pd.read_parquet(p) if str(p).endswith(".parquet") else pd.read_csv(p) for p in paths]
     return pd.concat(frames, ignore_index=True)
 
 
@@ -218,8 +223,12 @@ def exit_accuracy(
     for network, table in predictions.items():
         table = table[table["example_id"].isin(ids)]
         for (exit_index, exit_name), group in table.groupby(["exit", "exit_name"], observed=True):
-            row = {"network": network, "exit": int(exit_index), "exit_name": str(exit_name),
-                   "n": len(group)}
+            row = {
+                "network": network,
+                "exit": int(exit_index),
+                "exit_name": str(exit_name),
+                "n": len(group),
+            }
             for metric in ("top1", "top5"):
                 p = float(group[f"correct_{metric}"].mean())
                 row[f"{metric}_acc"] = 100 * p
@@ -247,19 +256,26 @@ def pareto_front(points: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def operating_points(
-    points: pd.DataFrame, loss_levels: Sequence[float], *, metric: str, methods: Sequence[str],
+    points: pd.DataFrame,
+    loss_levels: Sequence[float],
+    *,
+    metric: str,
+    methods: Sequence[str],
     confidence: float,
 ) -> pd.DataFrame:
     """Each method's point chosen on validation for each loss budget (the study's rule,
     :func:`~adaptive_inference.readoff.choose`), learned and myopic policies as trained on
     ``metric``; NaN where no point qualifies."""
-    table = choose(points, list(loss_levels), metric=metric, confidence=confidence,
-                   methods=list(methods))
+    table = choose(
+        points, list(loss_levels), metric=metric, confidence=confidence, methods=list(methods)
+    )
     trained = table["method"].isin(["learned", "myopic"])
     return table[~trained | (table["train_loss"] == metric)].reset_index(drop=True)
 
 
-def chosen(headline: pd.DataFrame, metric: str, methods: Sequence[str] | None = None) -> pd.DataFrame:
+def chosen(
+    headline: pd.DataFrame, metric: str, methods: Sequence[str] | None = None
+) -> pd.DataFrame:
     """The rows of a headline table chosen on validation (not the test envelope) for
     ``metric``, learned and myopic policies as trained on it."""
     table = headline[(headline["choice"] == "validation") & (headline["metric"] == metric)]
@@ -270,7 +286,11 @@ def chosen(headline: pd.DataFrame, metric: str, methods: Sequence[str] | None = 
 
 
 def oracle_share(
-    points: pd.DataFrame, loss_levels: Sequence[float], *, metric: str, methods: Sequence[str],
+    points: pd.DataFrame,
+    loss_levels: Sequence[float],
+    *,
+    metric: str,
+    methods: Sequence[str],
     confidence: float,
 ) -> pd.DataFrame:
     """Each method's speedup at each loss budget (chosen on validation) as a share of the
@@ -284,8 +304,9 @@ def oracle_share(
     if oracle.empty:
         raise ValueError(f"no {metric} oracle among the points")
     others = [m for m in methods if m != "oracle"]
-    table = operating_points(points, loss_levels, metric=metric, methods=others,
-                             confidence=confidence)
+    table = operating_points(
+        points, loss_levels, metric=metric, methods=others, confidence=confidence
+    )
     table["oracle_speedup"] = float(oracle["speedup"].iloc[0])
     table["share"] = 100 * table["speedup"] / table["oracle_speedup"]
     return table
@@ -305,11 +326,14 @@ def node_shares(
             continue
         at = nodes[nodes["point_id"] == int(point_id)].set_index("node")
         for node in node_order:
-            rows.append({
-                "label": label, "node": node,
-                "stop_pct": 100 * float(at["stop_fraction"].get(node, 0.0)),
-                "time_pct": 100 * float(at["time_fraction"].get(node, 0.0)),
-            })
+            rows.append(
+                {
+                    "label": label,
+                    "node": node,
+                    "stop_pct": 100 * float(at["stop_fraction"].get(node, 0.0)),
+                    "time_pct": 100 * float(at["time_fraction"].get(node, 0.0)),
+                }
+            )
     return pd.DataFrame(rows, columns=["label", "node", "stop_pct", "time_pct"])
 
 
@@ -354,7 +378,9 @@ def headline_table(
     table["_method"] = table["method"].map({m: i for i, m in enumerate(methods)})
     columns = list(dict.fromkeys(table["loss"]))
     wide = table.pivot_table(
-        index=["_scheme", "_method", "scheme", "method"], columns="loss", values="cell",
+        index=["_scheme", "_method", "scheme", "method"],
+        columns="loss",
+        values="cell",
         aggfunc="first",
     )
     wide = wide.reset_index(["_scheme", "_method"], drop=True)[columns]
@@ -397,31 +423,66 @@ def plot_speedup_vs_loss(
             curve = curve[curve[loss] <= max_loss]
         if curve.empty:
             continue
-        ax.plot(curve[loss], curve["speedup"], color=colours[method], ls=_LINESTYLES[method],
-                marker=_MARKERS[method], ms=2.5, lw=1.3, label=METHOD_LABELS[method])
+        ax.plot(
+            curve[loss],
+            curve["speedup"],
+            color=colours[method],
+            ls=_LINESTYLES[method],
+            marker=_MARKERS[method],
+            ms=2.5,
+            lw=1.3,
+            label=METHOD_LABELS[method],
+        )
         if bands:
-            ax.fill_between(curve[loss], curve["speedup_lo"], curve["speedup_hi"],
-                            color=colours[method], alpha=0.15, lw=0)
+            ax.fill_between(
+                curve[loss],
+                curve["speedup_lo"],
+                curve["speedup_hi"],
+                color=colours[method],
+                alpha=0.15,
+                lw=0,
+            )
         if headline is not None:
-            picked = chosen(headline[headline["scheme"].isin(points["scheme"].unique())], metric,
-                            [method]).dropna(subset=["speedup"])
+            picked = chosen(
+                headline[headline["scheme"].isin(points["scheme"].unique())], metric, [method]
+            ).dropna(subset=["speedup"])
             ax.errorbar(
-                picked[loss], picked["speedup"],
+                picked[loss],
+                picked["speedup"],
                 yerr=_errors(picked["speedup"], picked["speedup_lo"], picked["speedup_hi"]),
-                ls="none", marker=_MARKERS[method], ms=8, color=colours[method],
-                markeredgecolor="black", capsize=2, lw=1,
+                ls="none",
+                marker=_MARKERS[method],
+                ms=8,
+                color=colours[method],
+                markeredgecolor="black",
+                capsize=2,
+                lw=1,
             )
     if headline is not None:
-        ax.plot([], [], ls="none", marker="o", ms=8, color="0.6", markeredgecolor="black",
-                label="chosen on validation, per budget")
+        ax.plot(
+            [],
+            [],
+            ls="none",
+            marker="o",
+            ms=8,
+            color="0.6",
+            markeredgecolor="black",
+            label="chosen on validation, per budget",
+        )
     if "oracle" in methods:
         for _, row in table[table["method"] == "oracle"].iterrows():
             ax.errorbar(
-                row[loss], row["speedup"],
+                row[loss],
+                row["speedup"],
                 xerr=_errors([row[loss]], [row[f"{loss}_lo"]], [row[f"{loss}_hi"]]),
                 yerr=_errors([row["speedup"]], [row["speedup_lo"]], [row["speedup_hi"]]),
-                color=colours["oracle"], marker=_MARKERS["oracle"], ms=12, lw=1, capsize=2,
-                ls="none", label=METHOD_LABELS["oracle"],
+                color=colours["oracle"],
+                marker=_MARKERS["oracle"],
+                ms=12,
+                lw=1,
+                capsize=2,
+                ls="none",
+                label=METHOD_LABELS["oracle"],
             )
     if "single" in methods:
         singles = table[table["method"] == "single"].sort_values("cost_ms")
@@ -433,10 +494,22 @@ def plot_speedup_vs_loss(
                     f"{row['speedup']:.3g}×)"
                 )
                 continue
-            ax.plot(row[loss], row["speedup"], ls="none", marker=_MARKERS["single"], ms=8,
-                    color=colours["single"], label=METHOD_LABELS["single"])
-            ax.annotate(name, (row[loss], row["speedup"]), xytext=(5, 4),
-                        textcoords="offset points", fontsize="x-small")
+            ax.plot(
+                row[loss],
+                row["speedup"],
+                ls="none",
+                marker=_MARKERS["single"],
+                ms=8,
+                color=colours["single"],
+                label=METHOD_LABELS["single"],
+            )
+            ax.annotate(
+                name,
+                (row[loss], row["speedup"]),
+                xytext=(5, 4),
+                textcoords="offset points",
+                fontsize="x-small",
+            )
     _speedup_vs_loss_axes(ax, points, metric, max_loss)
     return notes
 
@@ -455,12 +528,26 @@ def plot_proportions(
         for node in node_order:
             at_node = shares[shares["node"] == node].set_index("label")[column]
             values = at_node.reindex(labels).fillna(0.0).to_numpy()
-            ax.barh(y, values, left=left, color=colours[node], label=short_node(node),
-                    edgecolor="white", lw=0.5)
+            ax.barh(
+                y,
+                values,
+                left=left,
+                color=colours[node],
+                label=short_node(node),
+                edgecolor="white",
+                lw=0.5,
+            )
             for yi, (start, width) in enumerate(zip(left, values)):
                 if width >= 8:
-                    ax.text(start + width / 2, yi, f"{width:.0f}", ha="center", va="center",
-                            fontsize="x-small", color=_text_colour(colours[node]))
+                    ax.text(
+                        start + width / 2,
+                        yi,
+                        f"{width:.0f}",
+                        ha="center",
+                        va="center",
+                        fontsize="x-small",
+                        color=_text_colour(colours[node]),
+                    )
             left += values
         ax.set_yticks(y, labels if ax is axes[0] else [""] * len(labels))
         ax.invert_yaxis()
@@ -504,12 +591,26 @@ def plot_accuracy_vs_cost(ax: plt.Axes, table: pd.DataFrame, metric: str) -> Non
     colours = series_colours(networks)
     for network in networks:
         rows = table[table["network"] == network].sort_values("cumulative_ms")
-        ax.errorbar(rows["cumulative_ms"], rows[f"{metric}_acc"], yerr=rows[f"{metric}_err"],
-                    color=colours[network], marker="o", ms=6, lw=1.6, capsize=3, label=network)
+        ax.errorbar(
+            rows["cumulative_ms"],
+            rows[f"{metric}_acc"],
+            yerr=rows[f"{metric}_err"],
+            color=colours[network],
+            marker="o",
+            ms=6,
+            lw=1.6,
+            capsize=3,
+            label=network,
+        )
         if len(rows) > 1:
             for _, row in rows.iterrows():
-                ax.annotate(row["exit_name"], (row["cumulative_ms"], row[f"{metric}_acc"]),
-                            xytext=(6, -10), textcoords="offset points", fontsize="x-small")
+                ax.annotate(
+                    row["exit_name"],
+                    (row["cumulative_ms"], row[f"{metric}_acc"]),
+                    xytext=(6, -10),
+                    textcoords="offset points",
+                    fontsize="x-small",
+                )
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
@@ -524,9 +625,13 @@ def plot_layer_times(ax: plt.Axes, layers: pd.DataFrame, kinds: Sequence[str]) -
     rows = layers.sort_values("order").reset_index(drop=True)
     batch = rows["batch_size"].to_numpy()
     y = np.arange(len(rows))
-    ax.barh(y, rows["median_ms"] / batch, color=[colours[k] for k in rows["kind"]],
-            xerr=_errors(rows["median_ms"], rows["q25_ms"], rows["q75_ms"]) / batch,
-            error_kw={"lw": 0.8, "capsize": 0, "ecolor": "0.3"})
+    ax.barh(
+        y,
+        rows["median_ms"] / batch,
+        color=[colours[k] for k in rows["kind"]],
+        xerr=_errors(rows["median_ms"], rows["q25_ms"], rows["q75_ms"]) / batch,
+        error_kw={"lw": 0.8, "capsize": 0, "ecolor": "0.3"},
+    )
     labels = [f"{stage} · {kind}" for stage, kind in zip(rows["stage"], rows["kind"])]
     ax.set_yticks(y, labels, fontsize="x-small")
     for boundary in np.flatnonzero(rows["stage"].to_numpy()[1:] != rows["stage"].to_numpy()[:-1]):
@@ -542,8 +647,9 @@ def kind_shares(layers: pd.DataFrame) -> pd.DataFrame:
     """Share (%) of each network's summed layer time that each kind of layer takes, per
     setting: ``network``, ``setting``, ``batch_size``, ``kind``, ``ms`` (per example), ``pct``."""
     per_example = layers.assign(ms=layers["median_ms"] / layers["batch_size"])
-    table = per_example.groupby(["network", "setting", "batch_size", "kind"], sort=False,
-                                 as_index=False)["ms"].sum()
+    table = per_example.groupby(
+        ["network", "setting", "batch_size", "kind"], sort=False, as_index=False
+    )["ms"].sum()
     table["pct"] = 100 * table["ms"] / table.groupby(["network", "setting"])["ms"].transform("sum")
     return table
 
@@ -560,8 +666,15 @@ def plot_kind_shares(ax: plt.Axes, shares: pd.DataFrame, kinds: Sequence[str]) -
     for kind in kinds:
         of_kind = shares[shares["kind"] == kind].set_index("label")["pct"]
         values = of_kind.reindex(labels).fillna(0.0)
-        ax.barh(y, values.to_numpy(), left=left, color=colours[kind], label=kind,
-                edgecolor="white", lw=0.5)
+        ax.barh(
+            y,
+            values.to_numpy(),
+            left=left,
+            color=colours[kind],
+            label=kind,
+            edgecolor="white",
+            lw=0.5,
+        )
         left += values.to_numpy()
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
@@ -570,9 +683,7 @@ def plot_kind_shares(ax: plt.Axes, shares: pd.DataFrame, kinds: Sequence[str]) -
     ax.set_xlabel("share of the network's summed layer time (%)")
 
 
-def plot_exit_gain(
-    ax: plt.Axes, points: pd.DataFrame, metric: str, headline: pd.DataFrame
-) -> None:
+def plot_exit_gain(ax: plt.Axes, points: pd.DataFrame, metric: str, headline: pd.DataFrame) -> None:
     """The accuracy of each exit of an early-exit scheme alone (bars, %), the gain over the exit
     before it (``+x.x pts``), the time to reach it and its speedup (tick labels), and the learned
     policy's speedup at each loss budget, chosen on validation (``@1 pt: 1.35x``, as in the
@@ -584,12 +695,22 @@ def plot_exit_gain(
     ax.bar(x, acc, color=colours["single"], width=0.6)
     for xi, (value, gain) in enumerate(zip(acc, np.diff(acc, prepend=np.nan))):
         text = f"{value:.1f}" + ("" if np.isnan(gain) else f"\n({gain:+.1f} pts)")
-        ax.annotate(text, (xi, value), xytext=(0, 3), textcoords="offset points", ha="center",
-                    va="bottom", fontsize="small")
-    ax.set_xticks(x, [
-        f"{str(v).split('/')[-1]}\n{c:.3g} ms, {s:.2f}×"
-        for v, c, s in zip(singles["variant"], singles["cost_ms"], singles["speedup"])
-    ])
+        ax.annotate(
+            text,
+            (xi, value),
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize="small",
+        )
+    ax.set_xticks(
+        x,
+        [
+            f"{str(v).split('/')[-1]}\n{c:.3g} ms, {s:.2f}×"
+            for v, c, s in zip(singles["variant"], singles["cost_ms"], singles["speedup"])
+        ],
+    )
     low = max(0.0, float(np.nanmin(acc)) - 8)
     top = float(np.nanmax(acc))
     ax.set_ylim(low, top + 0.5 * (top - low))  # room above the bars for the labels and the box
@@ -600,9 +721,16 @@ def plot_exit_gain(
         f"@{row.max_loss:g} pt{'s' if row.max_loss != 1 else ''}: {format_speedup(row.speedup)}"
         for row in ops.itertuples()
     ]
-    ax.text(0.02, 0.97, "learned policy\n" + "\n".join(lines), transform=ax.transAxes,
-            va="top", ha="left", fontsize="small",
-            bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.7"})
+    ax.text(
+        0.02,
+        0.97,
+        "learned policy\n" + "\n".join(lines),
+        transform=ax.transAxes,
+        va="top",
+        ha="left",
+        fontsize="small",
+        bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.7"},
+    )
 
 
 def plot_schemes(
@@ -623,14 +751,35 @@ def plot_schemes(
         front = table[table["method"] == "learned"].sort_values("cost_ms", ascending=False)
         if max_loss is not None:
             front = front[front[loss] <= max_loss]
-        ax.plot(front[loss], front["speedup"], color=colours[scheme], marker="o", ms=3, lw=1.8,
-                label=f"{scheme}: learned")
+        ax.plot(
+            front[loss],
+            front["speedup"],
+            color=colours[scheme],
+            marker="o",
+            ms=3,
+            lw=1.8,
+            label=f"{scheme}: learned",
+        )
         if bands:
-            ax.fill_between(front[loss], front["speedup_lo"], front["speedup_hi"],
-                            color=colours[scheme], alpha=0.2, lw=0)
+            ax.fill_between(
+                front[loss],
+                front["speedup_lo"],
+                front["speedup_hi"],
+                color=colours[scheme],
+                alpha=0.2,
+                lw=0,
+            )
         oracle = table[table["method"] == "oracle"]
-        ax.plot(oracle[loss], oracle["speedup"], ls="none", marker="*", ms=13,
-                color=colours[scheme], markeredgecolor="black", label=f"{scheme}: oracle")
+        ax.plot(
+            oracle[loss],
+            oracle["speedup"],
+            ls="none",
+            marker="*",
+            ms=13,
+            color=colours[scheme],
+            markeredgecolor="black",
+            label=f"{scheme}: oracle",
+        )
     _speedup_vs_loss_axes(ax, points, metric, max_loss)
 
 
@@ -646,8 +795,14 @@ def _speedup_vs_loss_axes(ax: plt.Axes, points: pd.DataFrame, metric: str, max_l
 
 
 def plot_oracle_share(
-    ax: plt.Axes, points: pd.DataFrame, metric: str, methods: Sequence[str], max_loss: float,
-    *, confidence: float, steps: int = 61,
+    ax: plt.Axes,
+    points: pd.DataFrame,
+    metric: str,
+    methods: Sequence[str],
+    max_loss: float,
+    *,
+    confidence: float,
+    steps: int = 61,
 ) -> None:
     """The share of the oracle's speedup (y, %) each method reaches at a loss budget of x pts
     (its point chosen on validation; a step per point of its curve)."""
@@ -657,8 +812,15 @@ def plot_oracle_share(
     for method in [m for m in methods if m != "oracle"]:
         rows = share[share["method"] == method]
         if rows["share"].notna().any():
-            ax.step(rows["max_loss"], rows["share"], where="post", color=colours[method],
-                    ls=_LINESTYLES.get(method, "-"), lw=1.8, label=METHOD_LABELS[method])
+            ax.step(
+                rows["max_loss"],
+                rows["share"],
+                where="post",
+                color=colours[method],
+                ls=_LINESTYLES.get(method, "-"),
+                lw=1.8,
+                label=METHOD_LABELS[method],
+            )
     ax.axhline(100, color="black", lw=0.8, ls="--", label="oracle")
     ax.set_xlim(0, max_loss)
     ax.set_ylim(bottom=0)
@@ -679,9 +841,15 @@ def plot_headline(
     for i, method in enumerate(shown):
         rows = table[table["method"] == method].set_index("max_loss").reindex(levels)
         x = np.arange(len(levels)) + (i - (len(shown) - 1) / 2) * width
-        ax.bar(x, rows["speedup"], width=width, color=colours[method], label=METHOD_LABELS[method],
-               yerr=_errors(rows["speedup"], rows["speedup_lo"], rows["speedup_hi"]),
-               error_kw={"lw": 0.8, "capsize": 2})
+        ax.bar(
+            x,
+            rows["speedup"],
+            width=width,
+            color=colours[method],
+            label=METHOD_LABELS[method],
+            yerr=_errors(rows["speedup"], rows["speedup_lo"], rows["speedup_hi"]),
+            error_kw={"lw": 0.8, "capsize": 2},
+        )
     ax.set_xticks(np.arange(len(levels)), [f"≤ {v:g} pts" for v in levels])
     ax.axhline(1, color="0.5", lw=0.8)
     ax.set_xlabel(f"{METRIC_LABELS.get(metric, metric)} accuracy loss allowed")
@@ -712,10 +880,16 @@ def runtime_time_parts(speedups: pd.DataFrame) -> pd.DataFrame:
     for row in speedups.itertuples():
         keys = {"scheme": row.scheme, "mode": row.mode, "label": row.label}
         kinds = {
-            "predicted": {"compute": row.predicted_ms - row.predicted_decision_ms,
-                          "decision": row.predicted_decision_ms, "python": 0.0},
-            "measured": {"compute": row.runtime_compute_ms, "decision": row.runtime_decision_ms,
-                         "python": row.runtime_python_ms},
+            "predicted": {
+                "compute": row.predicted_ms - row.predicted_decision_ms,
+                "decision": row.predicted_decision_ms,
+                "python": 0.0,
+            },
+            "measured": {
+                "compute": row.runtime_compute_ms,
+                "decision": row.runtime_decision_ms,
+                "python": row.runtime_python_ms,
+            },
         }
         for kind, parts in kinds.items():
             rows += [{**keys, "kind": kind, "part": part, "ms": ms} for part, ms in parts.items()]
@@ -732,8 +906,14 @@ def plot_measured_vs_predicted(
     table = speedups[speedups["label"] != "reference"]
     values = table[["predicted_speedup", "measured_speedup_min", "measured_speedup_max"]].to_numpy()
     line = np.linspace(min(float(np.nanmin(values)) / 1.1, 1.0), float(np.nanmax(values)) * 1.1, 50)
-    ax.fill_between(line, line * (1 - tolerance), line * (1 + tolerance), color="0.88", lw=0,
-                    label=f"within ±{tolerance:.0%}")
+    ax.fill_between(
+        line,
+        line * (1 - tolerance),
+        line * (1 + tolerance),
+        color="0.88",
+        lw=0,
+        label=f"within ±{tolerance:.0%}",
+    )
     ax.plot(line, line, color="0.4", lw=1, label="measured = predicted")
     for scheme in schemes:
         rows = table[table["scheme"] == scheme]
@@ -741,14 +921,24 @@ def plot_measured_vs_predicted(
             continue
         colour = colours[scheme]
         for row in rows.itertuples():
-            ax.annotate(f"≤{row.max_loss:g}", (row.predicted_speedup, row.measured_speedup),
-                        textcoords="offset points", xytext=(4, -11), fontsize="x-small",
-                        color=colour)
+            ax.annotate(
+                f"≤{row.max_loss:g}",
+                (row.predicted_speedup, row.measured_speedup),
+                textcoords="offset points",
+                xytext=(4, -11),
+                fontsize="x-small",
+                color=colour,
+            )
         ax.errorbar(
-            rows["predicted_speedup"], rows["measured_speedup"],
-            yerr=_errors(rows["measured_speedup"], rows["measured_speedup_min"],
-                         rows["measured_speedup_max"]),
-            fmt="o", color=colour, capsize=2, label=scheme,
+            rows["predicted_speedup"],
+            rows["measured_speedup"],
+            yerr=_errors(
+                rows["measured_speedup"], rows["measured_speedup_min"], rows["measured_speedup_max"]
+            ),
+            fmt="o",
+            color=colour,
+            capsize=2,
+            label=scheme,
         )
     ax.set_xlim(line[0], line[-1])
     ax.set_ylim(line[0], line[-1])
@@ -777,8 +967,13 @@ def plot_time_breakdown(
                 ax.barh(y, ms, left=left, height=0.8, color=colours[part], label=TIME_PARTS[part])
                 left += ms
             if kind == "measured":
-                ax.plot([measured_ms[label]] * 2, [y - 0.45, y + 0.45], color="black", lw=1.5,
-                        label="timed passes (mean)")
+                ax.plot(
+                    [measured_ms[label]] * 2,
+                    [y - 0.45, y + 0.45],
+                    color="black",
+                    lw=1.5,
+                    label="timed passes (mean)",
+                )
             ticks.append((y, f"{label}: {text}"))
             y += 1
         y += 0.6
@@ -796,14 +991,34 @@ def plot_robustness(ax: plt.Axes, differences: pd.DataFrame, metric: str) -> Non
     colours = method_colours()
     table = differences[differences["metric"] == metric]
     columns = [f"minus_{m}" for m in BASELINES if f"minus_{m}" in table.columns]
-    long = table.melt(id_vars=["max_loss"], value_vars=columns, var_name="baseline",
-                      value_name="difference")
+    long = table.melt(
+        id_vars=["max_loss"], value_vars=columns, var_name="baseline", value_name="difference"
+    )
     long["baseline"] = long["baseline"].str.removeprefix("minus_")
     long["budget"] = [f"≤ {v:g} pts" for v in long["max_loss"]]
-    sns.boxplot(data=long, x="difference", y="budget", hue="baseline", ax=ax, orient="h",
-                palette={m: colours[m] for m in BASELINES}, fliersize=2, linewidth=0.8)
-    sns.stripplot(data=long, x="difference", y="budget", hue="baseline", ax=ax, orient="h",
-                  dodge=True, size=2.5, palette=dict.fromkeys(BASELINES, "0.25"), legend=False)
+    sns.boxplot(
+        data=long,
+        x="difference",
+        y="budget",
+        hue="baseline",
+        ax=ax,
+        orient="h",
+        palette={m: colours[m] for m in BASELINES},
+        fliersize=2,
+        linewidth=0.8,
+    )
+    sns.stripplot(
+        data=long,
+        x="difference",
+        y="budget",
+        hue="baseline",
+        ax=ax,
+        orient="h",
+        dodge=True,
+        size=2.5,
+        palette=dict.fromkeys(BASELINES, "0.25"),
+        legend=False,
+    )
     ax.axvline(0, color="0.3", lw=1)
     ax.set_xlabel("learned minus baseline (speedup, ×)")
     ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} loss budget")
@@ -819,8 +1034,10 @@ def robustness_table(differences: pd.DataFrame, resplit_rows: pd.DataFrame) -> p
     grouped = differences.groupby(["scheme", "metric", "max_loss"], sort=False)
     table = grouped[columns].median().add_prefix("median ")
     table["learned ahead of all (%)"] = 100 * grouped["minus_best"].apply(lambda d: (d > 0).mean())
-    learned = resplit_rows[(resplit_rows["method"] == "learned")
-                           & (resplit_rows["train_loss"] == resplit_rows["metric"])]
+    learned = resplit_rows[
+        (resplit_rows["method"] == "learned")
+        & (resplit_rows["train_loss"] == resplit_rows["metric"])
+    ]
     within = learned.groupby(["scheme", "metric", "max_loss"], sort=False)["within_budget"].mean()
     table["learned within budget (%)"] = 100 * within.reindex(table.index)
     table["resplits"] = grouped.size()
@@ -828,15 +1045,29 @@ def robustness_table(differences: pd.DataFrame, resplit_rows: pd.DataFrame) -> p
 
 
 PAPER_CLAIMS = (
-    ("network_selection", "top5", 1.0, 2.8,
-     "network selection: up to 2.8× at < 1% top-5 loss (ImageNet, AlexNet/GoogLeNet/ResNet50)"),
-    ("early_exit", "top5", 1.0, 1.25,
-     "early exit alone gives much less (roughly 20-30%, second-hand figure)"),
+    (
+        "network_selection",
+        "top5",
+        1.0,
+        2.8,
+        "network selection: up to 2.8× at < 1% top-5 loss (ImageNet, AlexNet/GoogLeNet/ResNet50)",
+    ),
+    (
+        "early_exit",
+        "top5",
+        1.0,
+        1.25,
+        "early exit alone gives much less (roughly 20-30%, second-hand figure)",
+    ),
 )
 
 
 def verdict(
-    headline: pd.DataFrame, differences: pd.DataFrame | None, *, study: str, losses: Sequence[str],
+    headline: pd.DataFrame,
+    differences: pd.DataFrame | None,
+    *,
+    study: str,
+    losses: Sequence[str],
 ) -> list[str]:
     """Markdown lines setting the paper's claims beside what this study measured (its points
     chosen on validation, test speedups with intervals that include the choice) and the
@@ -850,11 +1081,15 @@ def verdict(
             continue
         row = rows.iloc[0]
         got = format_speedup(row["speedup"], row["speedup_lo"], row["speedup_hi"])
-        where = ("the same metric" if use == metric else
-                 f"{METRIC_LABELS[use]} instead (this study's top-5 is saturated or not fitted)")
+        where = (
+            "the same metric"
+            if use == metric
+            else f"{METRIC_LABELS[use]} instead (this study's top-5 is saturated or not fitted)"
+        )
         # without a bootstrap (no interval) the estimate itself is set beside the claim
-        lo, hi = (row[c] if np.isfinite(row[c]) else row["speedup"]
-                  for c in ("speedup_lo", "speedup_hi"))
+        lo, hi = (
+            row[c] if np.isfinite(row[c]) else row["speedup"] for c in ("speedup_lo", "speedup_hi")
+        )
         if not np.isfinite(row["speedup"]):
             word = "no point of this study qualifies at this budget"
         elif lo >= claim:
@@ -863,19 +1098,26 @@ def verdict(
             word = "below the paper's figure"
         else:
             word = "within the interval of the paper's figure"
-        lines.append(f"- **Paper:** {text}. **{study}:** {got} at ≤ {level:g} pt, "
-                     f"{where} — {word}.")
+        lines.append(
+            f"- **Paper:** {text}. **{study}:** {got} at ≤ {level:g} pt, {where} — {word}."
+        )
     if differences is not None and len(differences):
         for (scheme, metric), part in differences.groupby(["scheme", "metric"], sort=False):
             medians = part.groupby("max_loss")["minus_best"].median()
             cells = ", ".join(f"{d:+.2f}× at ≤ {lvl:g}" for lvl, d in medians.items())
             ahead = (medians > 0).any()
             behind = (medians < 0).any()
-            word = ("learned ahead of the best baseline" if ahead and not behind else
-                    "learned behind the best baseline at some budget" if behind else
-                    "learned ties the best baseline")
-            lines.append(f"- **Paper:** the learned policy beats the baselines. **{study}, "
-                         f"{scheme}, {METRIC_LABELS[metric]}** (median over "
-                         f"{part['resplit'].nunique()} resplits, learned minus best of myopic, "
-                         f"uniform, cascade): {cells} — {word}.")
+            word = (
+                "learned ahead of the best baseline"
+                if ahead and not behind
+                else "learned behind the best baseline at some budget"
+                if behind
+                else "learned ties the best baseline"
+            )
+            lines.append(
+                f"- **Paper:** the learned policy beats the baselines. **{study}, "
+                f"{scheme}, {METRIC_LABELS[metric]}** (median over "
+                f"{part['resplit'].nunique()} resplits, learned minus best of myopic, "
+                f"uniform, cascade): {cells} — {word}."
+            )
     return lines

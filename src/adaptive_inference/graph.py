@@ -48,8 +48,18 @@ from adaptive_inference.decision import PATH_EXTRA, STOP, own_feature_names, pat
 LOSSES = ("top1", "top5")
 KINDS = ("early_exit", "network_selection", "combined")
 
-__all__ = ["STOP", "LOSSES", "KINDS", "GraphStructure", "StageGraph", "Route", "walk",
-           "scheme_structure", "scheme_graph", "route_table"]
+__all__ = [
+    "STOP",
+    "LOSSES",
+    "KINDS",
+    "GraphStructure",
+    "StageGraph",
+    "Route",
+    "walk",
+    "scheme_structure",
+    "scheme_graph",
+    "route_table",
+]
 
 
 @dataclass(kw_only=True, repr=False)
@@ -96,7 +106,8 @@ class GraphStructure:
             raise ValueError("every node must be reachable from the root (node 0)")
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(kind={self.kind!r}, names={self.names}, successors={self.successors})"
+        name = type(self).__name__
+        return f"{name}(kind={self.kind!r}, names={self.names}, successors={self.successors})"
 
     @property
     def num_nodes(self) -> int:
@@ -156,9 +167,7 @@ class GraphStructure:
         """The component computing ``node``'s answer after ``source``'s (None: from the input):
         the stages in between inside one network, else ``node``'s network from the input."""
         net, exit = self.networks[node], self.exits[node]
-        inside = (
-            source is not None and self.networks[source] == net and self.exits[source] < exit
-        )
+        inside = source is not None and self.networks[source] == net and self.exits[source] < exit
         return segment_key(net, self.exits[source] if inside else None, exit)
 
     def components(self) -> set[Key]:
@@ -204,13 +213,19 @@ def scheme_structure(
         names = [f"{net}/{e}" for e in exits[net]]
         k = len(names)
         return GraphStructure(
-            kind=kind, names=names, networks=[net] * k, exit_names=list(exits[net]),
-            exits=list(range(k)), successors=[[i + 1] if i + 1 < k else [] for i in range(k)],
+            kind=kind,
+            names=names,
+            networks=[net] * k,
+            exit_names=list(exits[net]),
+            exits=list(range(k)),
+            successors=[[i + 1] if i + 1 < k else [] for i in range(k)],
             path_features=path_features,
         )
     if kind == "network_selection":
         return GraphStructure(
-            kind=kind, names=list(order), networks=list(order),
+            kind=kind,
+            names=list(order),
+            networks=list(order),
             exit_names=[exits[net][-1] for net in order],
             exits=[len(exits[net]) - 1 for net in order],
             successors=[list(range(i + 1, len(order))) for i in range(len(order))],
@@ -228,15 +243,19 @@ def scheme_structure(
     for i, (net, k) in enumerate(nodes):
         later = [
             node
-            for other in order[order.index(net) + 1:]
+            for other in order[order.index(net) + 1 :]
             for node in dict.fromkeys((first[other], final[other]))
         ]
         same = [i + 1] if k + 1 < len(exits[net]) else []
         successors.append(same + later)
     return GraphStructure(
-        kind=kind, names=[f"{net}/{exits[net][k]}" for net, k in nodes],
-        networks=[net for net, _ in nodes], exit_names=[exits[net][k] for net, k in nodes],
-        exits=[k for _, k in nodes], successors=successors, path_features=path_features,
+        kind=kind,
+        names=[f"{net}/{exits[net][k]}" for net, k in nodes],
+        networks=[net for net, _ in nodes],
+        exit_names=[exits[net][k] for net, k in nodes],
+        exits=[k for _, k in nodes],
+        successors=successors,
+        path_features=path_features,
     )
 
 
@@ -293,12 +312,15 @@ class StageGraph(GraphStructure):
         self.alone_ms = np.array([self.costs.per_example(self.segment(None, b)) for b in range(n)])
         self.edge_ms = {
             (a, b): self.costs.per_example(self.segment(a, b))
-            for a, succ in enumerate(self.successors) for b in succ
+            for a, succ in enumerate(self.successors)
+            for b in succ
         }
-        self.decision_ms = np.array([
-            0.0 if self.is_terminal(b) else self.costs.per_example(self.decision(b))
-            for b in range(n)
-        ])
+        self.decision_ms = np.array(
+            [
+                0.0 if self.is_terminal(b) else self.costs.per_example(self.decision(b))
+                for b in range(n)
+            ]
+        )
         self.answer_ms = self.costs.answer_ms
 
     def __repr__(self) -> str:
@@ -365,7 +387,10 @@ class StageGraph(GraphStructure):
         parts = [self.features[own, rows]]
         top1 = self.predictions[own, rows]
         for d in earlier:
-            parts += [self.features[d, rows], path_columns(top1, self.top_i[d, rows], self.top_p[d, rows])]
+            parts += [
+                self.features[d, rows],
+                path_columns(top1, self.top_i[d, rows], self.top_p[d, rows]),
+            ]
         return np.concatenate(parts, axis=1)
 
     def correct(self, loss: str) -> np.ndarray:
@@ -537,7 +562,9 @@ class NetworkTable:
     @classmethod
     def read(cls, table: pd.DataFrame, topk: int | None = None) -> NetworkTable:
         """From a predictions table (extraction's format: one row per example and exit)."""
-        order = table["exit"].to_numpy().astype(np.int64) * (1 << 40) + table["example_id"].to_numpy()
+        order = (
+            table["exit"].to_numpy().astype(np.int64) * (1 << 40) + table["example_id"].to_numpy()
+        )
         if np.any(np.diff(order) <= 0):
             table = table.iloc[np.argsort(order, kind="stable")]
         exits = np.unique(table["exit"].to_numpy())
@@ -558,7 +585,9 @@ class NetworkTable:
             raise ValueError(f"predictions have top-k probabilities {available}, {k} asked")
 
         def stacked(columns: Sequence[str], dtype) -> np.ndarray:
-            return np.stack([table[c].to_numpy(dtype).reshape(num_exits, n) for c in columns], axis=2)
+            return np.stack(
+                [table[c].to_numpy(dtype).reshape(num_exits, n) for c in columns], axis=2
+            )
 
         names = own_feature_names(k)
         exit_names = (
@@ -614,17 +643,28 @@ def scheme_graph(
     )
 
     def pick(attr: str) -> np.ndarray:
-        return np.stack([
-            getattr(nets[net], attr)[e] for net, e in zip(structure.networks, structure.exits)
-        ])
+        return np.stack(
+            [getattr(nets[net], attr)[e] for net, e in zip(structure.networks, structure.exits)]
+        )
 
     graph = StageGraph(
-        kind=kind, name=name or kind, names=structure.names, networks=structure.networks,
-        exit_names=structure.exit_names, exits=structure.exits, successors=structure.successors,
-        path_features=path_features, example_ids=first.example_ids, labels=first.labels,
-        predictions=pick("predictions"), correct_top1=pick("correct_top1"),
-        correct_top5=pick("correct_top5"), features=pick("features"),
-        feature_names=first.feature_names, top_i=pick("top_i"), top_p=pick("top_p"),
+        kind=kind,
+        name=name or kind,
+        names=structure.names,
+        networks=structure.networks,
+        exit_names=structure.exit_names,
+        exits=structure.exits,
+        successors=structure.successors,
+        path_features=path_features,
+        example_ids=first.example_ids,
+        labels=first.labels,
+        predictions=pick("predictions"),
+        correct_top1=pick("correct_top1"),
+        correct_top5=pick("correct_top5"),
+        features=pick("features"),
+        feature_names=first.feature_names,
+        top_i=pick("top_i"),
+        top_p=pick("top_p"),
         costs=costs,
     )
     graph.reference = _reference(graph, reference if kind != "early_exit" else None)
@@ -634,7 +674,8 @@ def scheme_graph(
 def _reference(graph: StageGraph, reference: str | None) -> int:
     """The named network's final exit (or named node), or the most accurate full network."""
     finals = [
-        i for i in range(graph.num_nodes)
+        i
+        for i in range(graph.num_nodes)
         if i == max(j for j in range(graph.num_nodes) if graph.networks[j] == graph.networks[i])
     ]
     if reference is not None:

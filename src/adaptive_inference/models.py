@@ -24,7 +24,6 @@ from torch import nn
 from adaptive_inference.family import DEFAULT_OPTIONS
 
 
-
 class MultiExitNetwork(nn.Module):
     """A chain of stages with an exit head after some of them.
 
@@ -89,7 +88,9 @@ def _pool_linear_head(channels: int, num_classes: int) -> nn.Sequential:
     return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
 
 
-def linear(*, in_channels: int = 1, image_size: int = 28, num_classes: int = 10) -> MultiExitNetwork:
+def linear(
+    *, in_channels: int = 1, image_size: int = 28, num_classes: int = 10
+) -> MultiExitNetwork:
     """Multinomial logistic regression on the pixels: one stage (flatten), one exit (linear)."""
     features = in_channels * image_size * image_size
     return MultiExitNetwork([nn.Flatten()], [nn.Linear(features, num_classes)], [0], ["final"])

@@ -60,7 +60,6 @@ NOTEBOOKS: dict[str, tuple[str, str]] = {
 }
 
 
-
 def figure_names(name: str, options: Mapping[str, Any]) -> list[str]:
     """The figures (file stems) notebook ``name`` saves with these options (its rule's
     outputs: each as PNG and SVG)."""
@@ -225,8 +224,8 @@ def render_html(notebook: Path | str, html_path: Path | str, *, title: str) -> N
     The page loads nothing from the network (no MathJax, require.js or Mermaid) and links back
     to ``../index.html``.
     """
-    from jinja2 import DictLoader
     import nbformat
+    from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(

@@ -146,7 +146,7 @@ def fit_node_rule(
             estimators.append(None)
             continue
         take = costs[step, pending]
-        defer = costs[step + 1:, pending].min(axis=0)
+        defer = costs[step + 1 :, pending].min(axis=0)
         z = features.z if pending.size == n else features.z[pending]
         c, b, est = _fit_step(z, take, defer, make_estimator(step))
         coef[step], intercept[step], learned[step] = c, b, est is not None
@@ -233,7 +233,10 @@ class TradeoffPolicy(BaseEstimator):
         (a warm start: the problem is strictly convex, so only the iterations change)."""
         start = None if init is None else getattr(init, "estimators_", {}).get((node, step))
         estimator = LogisticRegression(
-            C=self.C, solver=self.solver, max_iter=self.max_iter, tol=self.tol,
+            C=self.C,
+            solver=self.solver,
+            max_iter=self.max_iter,
+            tol=self.tol,
             warm_start=start is not None,
         )
         if start is not None:
@@ -285,7 +288,10 @@ class TradeoffPolicy(BaseEstimator):
             go = [lam * graph.edge_ms[(node, m)] + ahead[m] for m in succ]
             costs = np.stack([loss[node], *go])
             rule, chosen, fitted = fit_node_rule(
-                node, [STOP, *succ], costs, features[node],
+                node,
+                [STOP, *succ],
+                costs,
+                features[node],
                 lambda step, node=node: self._estimator(node, step, init),
                 decision_cost=lam * graph.decision_ms[node],
             )
@@ -396,8 +402,11 @@ class TradeoffPolicy(BaseEstimator):
             "shift": self.shift_,
             "graph_signature": _jsonable(self.graph_signature_),
             "rules": [None if r is None else r.to_dict() for r in self.rules_],
-            "train": {"loss": self.train_loss_, "cost_ms": self.train_cost_ms_,
-                      "objective": self.train_objective_},
+            "train": {
+                "loss": self.train_loss_,
+                "cost_ms": self.train_cost_ms_,
+                "objective": self.train_objective_,
+            },
         }
 
     @classmethod
@@ -474,10 +483,18 @@ def threshold_policy(
             intercept[onward] = 1.0
         learned = np.zeros(steps, dtype=bool)
         learned[0] = True
-        rules.append(NodeRule(
-            node=node, actions=np.asarray(actions, dtype=np.int64), feature_names=list(f.names),
-            mean=f.mean, scale=f.scale, coef=coef, intercept=intercept, learned=learned,
-        ))
+        rules.append(
+            NodeRule(
+                node=node,
+                actions=np.asarray(actions, dtype=np.int64),
+                feature_names=list(f.names),
+                mean=f.mean,
+                scale=f.scale,
+                coef=coef,
+                intercept=intercept,
+                learned=learned,
+            )
+        )
     policy.rules_ = rules
     policy.start_ = int(start)
     policy.estimators_ = {}
@@ -490,11 +507,24 @@ def threshold_policy(
 
 
 def constant_policy(
-    graph: StageGraph, features: Sequence[NodeFeatures | None], node: int, rows: np.ndarray, *,
-    lam: float = 0.0, loss: str = "top1", origin: str = "single",
+    graph: StageGraph,
+    features: Sequence[NodeFeatures | None],
+    node: int,
+    rows: np.ndarray,
+    *,
+    lam: float = 0.0,
+    loss: str = "top1",
+    origin: str = "single",
 ) -> TradeoffPolicy:
     """The policy that answers every example with ``node`` alone (start there, stop)."""
     return threshold_policy(
-        graph, features, start=node, go={}, threshold=np.inf, rows=rows, lam=lam, loss=loss,
+        graph,
+        features,
+        start=node,
+        go={},
+        threshold=np.inf,
+        rows=rows,
+        lam=lam,
+        loss=loss,
         origin=origin,
     )

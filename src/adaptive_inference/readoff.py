@@ -29,7 +29,14 @@ import pandas as pd
 from adaptive_inference.graph import LOSSES
 
 KEEP = [
-    "point_id", "variant", "origin", "budget_name", "budget", "cost_ms", "speedup", "speedup_lo",
+    "point_id",
+    "variant",
+    "origin",
+    "budget_name",
+    "budget",
+    "cost_ms",
+    "speedup",
+    "speedup_lo",
     "speedup_hi",
 ]
 GROUPS = ["scheme", "method", "train_loss"]
@@ -76,10 +83,24 @@ def choose(
     for (scheme, method, train_loss), group in table.groupby(GROUPS, sort=False):
         for level in loss_levels:
             qualifies = group[group["val_ucb"] <= level]
-            row = {"scheme": scheme, "method": method, "train_loss": train_loss, "metric": metric,
-                   "max_loss": level, "choice": "validation", "confidence": confidence}
-            columns = [*KEEP, f"{metric}_loss", f"{metric}_loss_lo", f"{metric}_loss_hi",
-                       "val_speedup", f"val_{metric}_loss", "val_ucb"]
+            row = {
+                "scheme": scheme,
+                "method": method,
+                "train_loss": train_loss,
+                "metric": metric,
+                "max_loss": level,
+                "choice": "validation",
+                "confidence": confidence,
+            }
+            columns = [
+                *KEEP,
+                f"{metric}_loss",
+                f"{metric}_loss_lo",
+                f"{metric}_loss_hi",
+                "val_speedup",
+                f"val_{metric}_loss",
+                "val_ucb",
+            ]
             if qualifies.empty:
                 row.update({c: np.nan for c in columns})
             else:
@@ -104,8 +125,14 @@ def envelope(
     for (scheme, method, train_loss), group in table.groupby(GROUPS, sort=False):
         for level in loss_levels:
             within = group[group[f"{metric}_loss"] <= level]
-            row = {"scheme": scheme, "method": method, "train_loss": train_loss, "metric": metric,
-                   "max_loss": level, "choice": "test envelope"}
+            row = {
+                "scheme": scheme,
+                "method": method,
+                "train_loss": train_loss,
+                "metric": metric,
+                "max_loss": level,
+                "choice": "test envelope",
+            }
             if within.empty:
                 row.update({c: np.nan for c in columns})
             else:

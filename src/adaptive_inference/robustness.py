@@ -49,14 +49,34 @@ def resplit_sweeps(
         head = result.headline[result.headline["choice"] == "validation"]
         for row in head.itertuples():
             loss = getattr(row, f"{row.metric}_loss")
-            rows.append({
-                "scheme": graph.name, "resplit": r, "seed": seed + r, "method": row.method,
-                "train_loss": row.train_loss, "metric": row.metric, "max_loss": row.max_loss,
-                "origin": row.origin, "speedup": row.speedup, "loss": loss,
-                "within_budget": bool(loss <= row.max_loss) if not np.isnan(loss) else np.nan,
-            })
-    columns = ["scheme", "resplit", "seed", "method", "train_loss", "metric", "max_loss", "origin",
-               "speedup", "loss", "within_budget"]
+            rows.append(
+                {
+                    "scheme": graph.name,
+                    "resplit": r,
+                    "seed": seed + r,
+                    "method": row.method,
+                    "train_loss": row.train_loss,
+                    "metric": row.metric,
+                    "max_loss": row.max_loss,
+                    "origin": row.origin,
+                    "speedup": row.speedup,
+                    "loss": loss,
+                    "within_budget": bool(loss <= row.max_loss) if not np.isnan(loss) else np.nan,
+                }
+            )
+    columns = [
+        "scheme",
+        "resplit",
+        "seed",
+        "method",
+        "train_loss",
+        "metric",
+        "max_loss",
+        "origin",
+        "speedup",
+        "loss",
+        "within_budget",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -64,10 +84,15 @@ def learned_minus_baselines(table: pd.DataFrame) -> pd.DataFrame:
     """Per scheme, resplit, metric and budget: learned's speedup minus each baseline's and
     minus the best of them (a method without a point counts at speedup 1); the learned and
     myopic policies as trained on the metric."""
-    trained = table[table["train_loss"].isin(["", np.nan]) | (table["train_loss"] == table["metric"])]
+    trained = table[
+        table["train_loss"].isin(["", np.nan]) | (table["train_loss"] == table["metric"])
+    ]
     wide = trained.pivot_table(
-        index=["scheme", "resplit", "metric", "max_loss"], columns="method", values="speedup",
-        aggfunc="max", dropna=False,
+        index=["scheme", "resplit", "metric", "max_loss"],
+        columns="method",
+        values="speedup",
+        aggfunc="max",
+        dropna=False,
     ).fillna(1.0)
     baselines = [m for m in BASELINES if m in wide.columns]
     out = pd.DataFrame({f"minus_{m}": wide["learned"] - wide[m] for m in baselines})

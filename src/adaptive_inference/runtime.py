@@ -116,20 +116,26 @@ class AdaptiveRuntime:
             raise ValueError("the policy was not fitted on this graph (signatures differ)")
         device = torch.device(device)
         deciding = [
-            n for n, rule in enumerate(policy.rules_)
+            n
+            for n, rule in enumerate(policy.rules_)
             if rule is not None and rule.constant_action is None
         ]
         readers = {m for n in deciding for m in graph.feature_nodes(n)[1:]}
         topk = sum(name.endswith("_prob") for name in graph.feature_names)
         decisions = [
             NodeDecision.of_rule(
-                rule, node, topk=topk, keep=node in readers, reads=graph.feature_nodes(node)[1:],
+                rule,
+                node,
+                topk=topk,
+                keep=node in readers,
+                reads=graph.feature_nodes(node)[1:],
                 device=device,
             )
             for node, rule in enumerate(policy.rules_)
         ]
-        self._setup(graph, networks, device, dtype, channels_last, start=policy.start_,
-                    decisions=decisions)
+        self._setup(
+            graph, networks, device, dtype, channels_last, start=policy.start_, decisions=decisions
+        )
         self.policy = policy
 
     @classmethod
@@ -149,7 +155,12 @@ class AdaptiveRuntime:
             for node in range(graph.num_nodes)
         ]
         runtime._setup(
-            graph, networks, torch.device(device), dtype, channels_last, start=graph.reference,
+            graph,
+            networks,
+            torch.device(device),
+            dtype,
+            channels_last,
+            start=graph.reference,
             decisions=decisions,
         )
         runtime.policy = None
@@ -217,7 +228,8 @@ class AdaptiveRuntime:
     def classify_one(self, image: torch.Tensor | Mapping[str, torch.Tensor]) -> tuple[int, int]:
         """The stop node and class of one image ``(C, H, W)`` (or one per network)."""
         batch = (
-            {net: one.unsqueeze(0) for net, one in image.items()} if isinstance(image, Mapping)
+            {net: one.unsqueeze(0) for net, one in image.items()}
+            if isinstance(image, Mapping)
             else image.unsqueeze(0)
         )
         with torch.inference_mode():
@@ -242,8 +254,12 @@ class AdaptiveRuntime:
         queues: dict[Segment, _Queue] = {}
         every = torch.arange(n, device=first.device)
         for start in range(0, n, batch_size):
-            self._enqueue(queues, self._entry, every[start:start + batch_size],
-                          first[start:start + batch_size])
+            self._enqueue(
+                queues,
+                self._entry,
+                every[start : start + batch_size],
+                first[start : start + batch_size],
+            )
             self._pump(queues, x, batch_size, memo, stop, classes, flush=False)
         self._pump(queues, x, batch_size, memo, stop, classes, flush=True)
         return stop, classes
@@ -256,9 +272,7 @@ class AdaptiveRuntime:
         """Run segments whose queue holds a full batch (``flush``: any example), the one of the
         earliest node first, until none can run."""
         while True:
-            ready = [
-                s for s, q in queues.items() if q.count >= batch_size or (flush and q.count)
-            ]
+            ready = [s for s, q in queues.items() if q.count >= batch_size or (flush and q.count)]
             if not ready:
                 return
             segment = min(ready, key=lambda s: s.node)

@@ -85,10 +85,14 @@ class RuntimeSettings:
         cls, runtime: Mapping[str, Any], *, throughput_batch: int, confidence: float
     ) -> RuntimeSettings:
         return cls(
-            method=runtime["method"], metric=runtime["metric"],
-            loss_levels=tuple(runtime["loss_levels"]), confidence=float(confidence),
-            max_examples=runtime["max_examples"], repeats=int(runtime["repeats"]),
-            warmup=int(runtime["warmup"]), block_size=int(runtime["block_size"]),
+            method=runtime["method"],
+            metric=runtime["metric"],
+            loss_levels=tuple(runtime["loss_levels"]),
+            confidence=float(confidence),
+            max_examples=runtime["max_examples"],
+            repeats=int(runtime["repeats"]),
+            warmup=int(runtime["warmup"]),
+            block_size=int(runtime["block_size"]),
             batch_size=int(runtime["batch_size"] or throughput_batch),
         )
 
@@ -131,7 +135,7 @@ def segment_counts(graph: StageGraph, route: Route, start: int) -> dict[tuple[Ke
     add(graph.segment(None, start), start, int(visited[:, start].sum()))
     for a in range(graph.num_nodes):
         for b in graph.successors[a]:
-            taken = visited[:, a] & visited[:, b] & ~np.any(visited[:, a + 1:b], axis=1)
+            taken = visited[:, a] & visited[:, b] & ~np.any(visited[:, a + 1 : b], axis=1)
             add(graph.segment(a, b), b, int(taken.sum()))
     return counts
 
@@ -186,8 +190,10 @@ def _rotations(names: Sequence[str], count: int) -> Iterator[list[str]]:
 
 
 def latency_pass(
-    systems: Mapping[str, AdaptiveRuntime], xs: Sequence[Mapping[str, torch.Tensor]],
-    block_size: int, progress: tqdm | None = None,
+    systems: Mapping[str, AdaptiveRuntime],
+    xs: Sequence[Mapping[str, torch.Tensor]],
+    block_size: int,
+    progress: tqdm | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """One batch-1 pass over examples ``xs``: per-example latency (ns) and answers (stop node,
     class) of every system, in blocks of ``block_size`` examples, the order rotating per block."""
@@ -210,7 +216,9 @@ def latency_pass(
 
 
 def stream_pass(
-    systems: Mapping[str, AdaptiveRuntime], x: Mapping[str, torch.Tensor], batch_size: int,
+    systems: Mapping[str, AdaptiveRuntime],
+    x: Mapping[str, torch.Tensor],
+    batch_size: int,
     order: Sequence[str],
 ) -> tuple[dict[str, int], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Every system classifies the whole stream ``x`` rebatched, in ``order``: its time (ns,
@@ -277,7 +285,9 @@ class _TimedDecision:
     def _timed(self, method, logits, *args):
         start = self.clock.now()
         out = method(logits, *args)
-        self.clock.records.append(("decision", self.name, logits.shape[0], self.clock.now() - start))
+        self.clock.records.append(
+            ("decision", self.name, logits.shape[0], self.clock.now() - start)
+        )
         return out
 
     def one(self, logits, memo):
@@ -288,8 +298,10 @@ class _TimedDecision:
 
 
 def instrumented_pass(
-    system: AdaptiveRuntime, xs: Sequence[Mapping[str, torch.Tensor]] | None,
-    stream: Mapping[str, torch.Tensor] | None, batch_size: int,
+    system: AdaptiveRuntime,
+    xs: Sequence[Mapping[str, torch.Tensor]] | None,
+    stream: Mapping[str, torch.Tensor] | None,
+    batch_size: int,
 ) -> tuple[float, pd.DataFrame]:
     """One instrumented pass, batch 1 over ``xs`` or rebatched over ``stream``: its total time
     (ns) and every timed call (:meth:`Stopwatch.calls`)."""
@@ -336,34 +348,42 @@ def measure_scheme(
     device = torch.device(device)
     graph = study.graphs[setting]
     chosen = operating_points(
-        study.points, settings.loss_levels, metric=settings.metric, method=settings.method,
+        study.points,
+        settings.loss_levels,
+        metric=settings.metric,
+        method=settings.method,
         confidence=settings.confidence,
     )
     point_ids = [int(p) for p in chosen["point_id"].dropna().unique()]
     options = dict(device=device, **compute_options(compute))
     systems = {REFERENCE: AdaptiveRuntime.reference_alone(graph, networks, **options)}
     for point_id in point_ids:
-        systems[str(point_id)] = AdaptiveRuntime(graph, study.policies[point_id], networks, **options)
+        systems[str(point_id)] = AdaptiveRuntime(
+            graph, study.policies[point_id], networks, **options
+        )
     x = systems[REFERENCE].inputs(images)
     n = len(example_ids)
     xs = [slice_inputs(x, i, i + 1) for i in range(n)]
     not_captured = capture_reason(device, bool(compute["cuda_graphs"]))
     streams_of = systems
     if not_captured is None:  # a CUDA graph per segment and batch size in use
-        streams_of = {k: captured(s, xs[0], capture_sizes(settings.batch_size), keep_outputs=True)
-                      for k, s in systems.items()}
+        streams_of = {
+            k: captured(s, xs[0], capture_sizes(settings.batch_size), keep_outputs=True)
+            for k, s in systems.items()
+        }
         systems = {k: captured(s, xs[0], [1], keep_outputs=False) for k, s in systems.items()}
     with torch.inference_mode(), _no_gc():
         for system in systems.values():
             system.warm_up(xs[0])
-            latency_pass({"_": system}, xs[:settings.warmup], settings.block_size)
+            latency_pass({"_": system}, xs[: settings.warmup], settings.block_size)
         for system in streams_of.values():
             system.run_stream(slice_inputs(x, 0, settings.batch_size), settings.batch_size)
         latency, streams = [], []
         names = list(systems)
-        with tqdm(total=settings.repeats * n, desc="runtime", mininterval=5.0,
-                  disable=not progress) as bar:
-            for index, order in enumerate(_rotations(names, settings.repeats)):
+        with tqdm(
+            total=settings.repeats * n, desc="runtime", mininterval=5.0, disable=not progress
+        ) as bar:
+            for order in _rotations(names, settings.repeats):
                 latency.append(latency_pass(systems, xs, settings.block_size, bar))
                 streams.append(stream_pass(streams_of, x, settings.batch_size, order))
         instrumented = {
@@ -388,34 +408,58 @@ def measure_scheme(
                 predicted = float(priced_route.cost_ms.mean())
                 predicted_ref = priced.reference_ms
                 measured = float(np.median([t[name] for t, _ in latency], axis=0).mean()) / 1e6
-                measured_ref = float(np.median([t[REFERENCE] for t, _ in latency], axis=0).mean()) / 1e6
+                measured_ref = (
+                    float(np.median([t[REFERENCE] for t, _ in latency], axis=0).mean()) / 1e6
+                )
                 per_pass = [t[REFERENCE].sum() / t[name].sum() for t, _ in latency]
                 answers = latency[0][1][name]
             else:
                 costs = study.costs[cost_setting]
-                predicted = predicted_batched_ms(priced, priced_route, start, costs, settings.batch_size) / n
-                predicted_ref = predicted_batched_ms(priced, ref_route, graph.reference, costs, settings.batch_size) / n
+                predicted = (
+                    predicted_batched_ms(priced, priced_route, start, costs, settings.batch_size)
+                    / n
+                )
+                predicted_ref = (
+                    predicted_batched_ms(
+                        priced, ref_route, graph.reference, costs, settings.batch_size
+                    )
+                    / n
+                )
                 measured = float(np.median([t[name] for t, _ in streams])) / 1e6 / n
                 measured_ref = float(np.median([t[REFERENCE] for t, _ in streams])) / 1e6 / n
                 per_pass = [t[REFERENCE] / t[name] for t, _ in streams]
                 answers = streams[0][1][name]
             total_ns, calls = instrumented[name][mode]
-            speedups.append({
-                "scheme": study.name, "mode": mode, "label": label, **_point(row, settings.metric),
-                "examples": n, "batch_size": 1 if mode == "batch1" else settings.batch_size,
-                "predicted_ms": predicted, "predicted_ref_ms": predicted_ref,
-                "measured_ms": measured, "measured_ref_ms": measured_ref,
-                "measured_speedup_min": float(min(per_pass)),
-                "measured_speedup_max": float(max(per_pass)),
-                "predicted_decision_ms": float((route.decided @ priced.decision_ms).mean()),
-                **_breakdown(total_ns, calls, n),
-                **_agreement(graph, policy, route, answers),
-            })
-            segments.append(_segments(systems[name], priced, calls).assign(
-                scheme=study.name, mode=mode, label=label))
+            speedups.append(
+                {
+                    "scheme": study.name,
+                    "mode": mode,
+                    "label": label,
+                    **_point(row, settings.metric),
+                    "examples": n,
+                    "batch_size": 1 if mode == "batch1" else settings.batch_size,
+                    "predicted_ms": predicted,
+                    "predicted_ref_ms": predicted_ref,
+                    "measured_ms": measured,
+                    "measured_ref_ms": measured_ref,
+                    "measured_speedup_min": float(min(per_pass)),
+                    "measured_speedup_max": float(max(per_pass)),
+                    "predicted_decision_ms": float((route.decided @ priced.decision_ms).mean()),
+                    **_breakdown(total_ns, calls, n),
+                    **_agreement(graph, policy, route, answers),
+                }
+            )
+            segments.append(
+                _segments(systems[name], priced, calls).assign(
+                    scheme=study.name, mode=mode, label=label
+                )
+            )
         latency_ns = [t[name] for t, _ in latency]
-        examples.append(_examples(graph, route, latency, name, latency_ns, streams)
-                        .assign(scheme=study.name, label=label))
+        examples.append(
+            _examples(graph, route, latency, name, latency_ns, streams).assign(
+                scheme=study.name, label=label
+            )
+        )
     speedups = pd.DataFrame(speedups)
     speedups["predicted_speedup"] = speedups["predicted_ref_ms"] / speedups["predicted_ms"]
     speedups["measured_speedup"] = speedups["measured_ref_ms"] / speedups["measured_ms"]
@@ -426,8 +470,13 @@ def measure_scheme(
     segments = pd.concat(segments, ignore_index=True)
     examples = pd.concat(examples, ignore_index=True)
     summary = {
-        "scheme": study.name, "setting": setting, "examples": n, "settings": asdict(settings),
-        "device": str(device), "threads": torch.get_num_threads(), "compute": dict(compute),
+        "scheme": study.name,
+        "setting": setting,
+        "examples": n,
+        "settings": asdict(settings),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "compute": dict(compute),
         "point_ids": point_ids,
         "cuda_graphs": "captured" if not_captured is None else f"not captured: {not_captured}",
     }
@@ -451,10 +500,20 @@ def _labels(chosen: pd.DataFrame) -> list[tuple[str, pd.Series | None]]:
 def _point(row: pd.Series | None, metric: str) -> dict[str, Any]:
     """The operating point as the sweep measured it on the test split."""
     if row is None:
-        return {"max_loss": np.nan, "point_id": np.nan, "budget": np.nan, f"{metric}_loss": 0.0,
-                "sweep_speedup": 1.0}
-    return {"max_loss": row["max_loss"], "point_id": int(row["point_id"]), "budget": row["budget"],
-            f"{metric}_loss": row[f"{metric}_loss"], "sweep_speedup": row["speedup"]}
+        return {
+            "max_loss": np.nan,
+            "point_id": np.nan,
+            "budget": np.nan,
+            f"{metric}_loss": 0.0,
+            "sweep_speedup": 1.0,
+        }
+    return {
+        "max_loss": row["max_loss"],
+        "point_id": int(row["point_id"]),
+        "budget": row["budget"],
+        f"{metric}_loss": row[f"{metric}_loss"],
+        "sweep_speedup": row["speedup"],
+    }
 
 
 def _breakdown(total_ns: float, calls: pd.DataFrame, n: int) -> dict[str, float]:
@@ -478,25 +537,38 @@ def _segments(system: AdaptiveRuntime, graph: StageGraph, calls: pd.DataFrame) -
     example in the runtime (``measured_ms``) beside its cost per example in the joint table at
     the mode's setting (``predicted_ms``)."""
     cost = {("segment", s.name): graph.costs.per_example(s.key) for _, _, s in system.segments()}
-    cost.update({("decision", name): float(graph.decision_ms[node])
-                 for node, name in enumerate(graph.names)})
-    table = calls.groupby(["kind", "name"], sort=False).agg(
-        calls=("ns", "size"), examples=("examples", "sum"), ns=("ns", "sum")
-    ).reset_index()
+    cost.update(
+        {
+            ("decision", name): float(graph.decision_ms[node])
+            for node, name in enumerate(graph.names)
+        }
+    )
+    table = (
+        calls.groupby(["kind", "name"], sort=False)
+        .agg(calls=("ns", "size"), examples=("examples", "sum"), ns=("ns", "sum"))
+        .reset_index()
+    )
     table["measured_ms"] = table["ns"] / table["examples"] / 1e6
     table["predicted_ms"] = [cost[(k, name)] for k, name in zip(table["kind"], table["name"])]
     return table.drop(columns="ns")
 
 
 def _examples(
-    graph: StageGraph, route: Route, latency, name: str, latency_ns, streams,
+    graph: StageGraph,
+    route: Route,
+    latency,
+    name: str,
+    latency_ns,
+    streams,
 ) -> pd.DataFrame:
     """One row per example: the simulated answer, each mode's, the predicted latency and the
     measured one (median over the passes, ms)."""
     names = np.asarray(graph.names, dtype=object)
-    table = {"example_id": graph.example_ids[route.rows],
-             "simulated_stop": names[route.stop],
-             "simulated_class": graph.predictions[route.stop, route.rows]}
+    table = {
+        "example_id": graph.example_ids[route.rows],
+        "simulated_stop": names[route.stop],
+        "simulated_class": graph.predictions[route.stop, route.rows],
+    }
     for mode, answers in (("batch1", latency[0][1][name]), ("batched", streams[0][1][name])):
         table[f"{mode}_stop"] = names[answers[0]]
         table[f"{mode}_class"] = answers[1]
@@ -506,7 +578,9 @@ def _examples(
 
 
 def _agreement(
-    graph: StageGraph, policy: TradeoffPolicy | None, route: Route,
+    graph: StageGraph,
+    policy: TradeoffPolicy | None,
+    route: Route,
     answers: tuple[np.ndarray, np.ndarray],
 ) -> dict[str, Any]:
     """How many examples got the simulated answer (stop node and class), and for those that
@@ -567,5 +641,3 @@ def dataset_images(dataset: Dataset, ids: Sequence[int]) -> torch.Tensor:
     if isinstance(dataset, TensorDataset):
         return dataset.tensors[0][torch.tensor(np.asarray(ids), dtype=torch.long)]
     return torch.stack([dataset[int(i)][0] for i in ids])
-
-

@@ -30,10 +30,18 @@ class Segment:
     __slots__ = ("stages", "head", "from_input", "network", "name", "node", "key", "_before")
 
     def __init__(
-        self, network: MultiExitNetwork, first: int, last: int, head: int, *, network_name: str,
-        name: str, node: int, key: Key,
+        self,
+        network: MultiExitNetwork,
+        first: int,
+        last: int,
+        head: int,
+        *,
+        network_name: str,
+        name: str,
+        node: int,
+        key: Key,
     ) -> None:
-        self.stages = tuple(network.stages[first:last + 1])
+        self.stages = tuple(network.stages[first : last + 1])
         self.head = network.heads[head]
         self.from_input = first == 0
         self.network = network_name
@@ -95,6 +103,12 @@ def build_segment(model: MultiExitNetwork, key: Key, *, name: str, node: int = -
     _, net, source_exit, exit = key
     first = 0 if source_exit is None else model.exit_after[source_exit] + 1
     return Segment(
-        model, first, model.exit_after[exit], exit, network_name=net, name=name, node=node,
+        model,
+        first,
+        model.exit_after[exit],
+        exit,
+        network_name=net,
+        name=name,
+        node=node,
         key=key,
     )

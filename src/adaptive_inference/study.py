@@ -65,9 +65,13 @@ class Study:
     def graph(self, setting: str, costs: Costs | None = None) -> StageGraph:
         """The scheme's graph priced at one timing setting (or by ``costs`` given here)."""
         return scheme_graph(
-            self.kind, {n: self.tables[n] for n in self.networks},
-            self.costs[setting] if costs is None else costs, name=self.name,
-            reference=self.reference, topk=self.topk, path_features=self.path_features,
+            self.kind,
+            {n: self.tables[n] for n in self.networks},
+            self.costs[setting] if costs is None else costs,
+            name=self.name,
+            reference=self.reference,
+            topk=self.topk,
+            path_features=self.path_features,
         )
 
     @cached_property
@@ -97,9 +101,15 @@ def study_from_files(
     of ``policies_section``."""
     topk = policies_section["topk"]
     study = Study(
-        name=name, kind=entry["graph"], networks=list(entry["networks"]), reference=reference,
-        topk=topk, path_features=policies_section["path_features"],
-        tables={n: NetworkTable.read(pd.read_parquet(predictions[n]), topk) for n in entry["networks"]},
+        name=name,
+        kind=entry["graph"],
+        networks=list(entry["networks"]),
+        reference=reference,
+        topk=topk,
+        path_features=policies_section["path_features"],
+        tables={
+            n: NetworkTable.read(pd.read_parquet(predictions[n]), topk) for n in entry["networks"]
+        },
         costs={s: Costs.from_table(pd.read_parquet(path)) for s, path in costs.items()},
         splits=pd.read_parquet(splits),
     )
@@ -123,9 +133,13 @@ def read_study(
     """:func:`study_from_files` with the files under ``layout`` (``fitted``: with its points
     and policies)."""
     return study_from_files(
-        name, entry, policies_section, reference,
+        name,
+        entry,
+        policies_section,
+        reference,
         predictions={n: layout.predictions(n) for n in entry["networks"]},
-        costs={s: layout.costs(s) for s in settings}, splits=layout.splits,
+        costs={s: layout.costs(s) for s in settings},
+        splits=layout.splits,
         points=layout.policies(name, "points.parquet") if fitted else None,
         policies=layout.policies(name, "policies.json") if fitted else None,
     )
@@ -135,8 +149,11 @@ def load_study(results: Path | str, config: Mapping[str, Any], scheme: str) -> S
     """Scheme ``scheme`` of the study whose results are in ``results``, with its validated
     config (:func:`adaptive_inference.config.load_config`)."""
     return read_study(
-        scheme, config["policies"]["schemes"][scheme], config["policies"],
-        reference_network(config), layout=Layout(str(results)),
+        scheme,
+        config["policies"]["schemes"][scheme],
+        config["policies"],
+        reference_network(config),
+        layout=Layout(str(results)),
     )
 
 
@@ -198,8 +215,11 @@ def run_summary(layout: Layout, schemes, loss_levels) -> list[str]:
         if not path.exists():
             continue
         table = pd.read_csv(path)
-        table = table[(table["method"] == "learned") & (table["choice"] == "validation")
-                      & (table["train_loss"] == table["metric"])]
+        table = table[
+            (table["method"] == "learned")
+            & (table["choice"] == "validation")
+            & (table["train_loss"] == table["metric"])
+        ]
         for metric, part in table.groupby("metric", sort=False):
             cells = []
             for row in part.itertuples():

@@ -183,21 +183,39 @@ def class_baselines(
     out = [constant_policy(graph, features, graph.reference, rows, loss=loss, origin="reference")]
     out += [  # (a constant rule reads no features: a single node may start anywhere)
         constant_policy(graph, features, n, rows, loss=loss)
-        for n in range(graph.num_nodes) if n != graph.reference
+        for n in range(graph.num_nodes)
+        if n != graph.reference
     ]
     starts = set(graph.start_candidates())
     for t in thresholds:
-        out.append(threshold_policy(
-            graph, features, start=0, go=chain, threshold=t, rows=rows, loss=loss, origin="uniform"
-        ))
+        out.append(
+            threshold_policy(
+                graph,
+                features,
+                start=0,
+                go=chain,
+                threshold=t,
+                rows=rows,
+                loss=loss,
+                origin="uniform",
+            )
+        )
     for first in cascade_firsts(graph):
         if first not in starts:
             continue
         for t in thresholds:
-            out.append(threshold_policy(
-                graph, features, start=first, go={first: graph.reference}, threshold=t, rows=rows,
-                loss=loss, origin="cascade",
-            ))
+            out.append(
+                threshold_policy(
+                    graph,
+                    features,
+                    start=first,
+                    go={first: graph.reference},
+                    threshold=t,
+                    rows=rows,
+                    loss=loss,
+                    origin="cascade",
+                )
+            )
     return out
 
 
@@ -213,8 +231,9 @@ def pareto_front(policies: Sequence[TradeoffPolicy]) -> list[TradeoffPolicy]:
     points and the reference, and where its validation loss is over a budget nothing faster
     than the reference could be read off there, though uniform's conservative thresholds
     (candidates of the curve) reach it."""
-    order = sorted(range(len(policies)), key=lambda i: (policies[i].train_cost_ms_,
-                                                         policies[i].train_loss_, i))
+    order = sorted(
+        range(len(policies)), key=lambda i: (policies[i].train_cost_ms_, policies[i].train_loss_, i)
+    )
     front, best, last = [], np.inf, None
     for i in order:
         point = (policies[i].train_cost_ms_, policies[i].train_loss_)
@@ -305,9 +324,7 @@ class SweepResult:
     policies: dict[int, TradeoffPolicy] = field(default_factory=dict)
 
 
-def _resampled_means(
-    values: np.ndarray, centre: np.ndarray, draws: np.ndarray
-) -> np.ndarray:
+def _resampled_means(values: np.ndarray, centre: np.ndarray, draws: np.ndarray) -> np.ndarray:
     """``(len(draws), columns)`` means of ``values`` (centred, float32) over each row of
     ``draws`` (resampled row indices), ``centre`` added back."""
     size, n = draws.shape
@@ -368,8 +385,10 @@ def run_sweep(
         raise ValueError(f"unknown methods {sorted(unknown)}; the methods are {METHODS}")
     if set(losses) - set(LOSSES):
         raise ValueError(f"losses must be among {LOSSES}")
-    parts = {name: graph.rows(ids) for name, ids in
-             (("train", train), ("validation", validation), ("test", test))}
+    parts = {
+        name: graph.rows(ids)
+        for name, ids in (("train", train), ("validation", validation), ("test", test))
+    }
     for a, b in (("train", "validation"), ("train", "test"), ("validation", "test")):
         if np.intersect1d(parts[a], parts[b]).size:
             raise ValueError(f"the {a} and {b} examples overlap")
@@ -381,17 +400,25 @@ def run_sweep(
     policies: dict[int, TradeoffPolicy] = {}
 
     def add(route_of, **info: Any) -> None:
-        for key, value in (("variant", ""), ("origin", ""), ("shift", np.nan), ("train_loss", ""),
-                           ("budget_name", ""), ("budget", np.nan), ("start", -1),
-                           ("train_objective", np.nan)):
+        for key, value in (
+            ("variant", ""),
+            ("origin", ""),
+            ("shift", np.nan),
+            ("train_loss", ""),
+            ("budget_name", ""),
+            ("budget", np.nan),
+            ("start", -1),
+            ("train_objective", np.nan),
+        ):
             info.setdefault(key, value)
         meta.append(info)
         routes.append((route_of(parts["validation"]), route_of(parts["test"])))
 
     fitted = [m for m in ("learned", "myopic") if m in methods]
     if fitted:
-        lambdas = lambda_grid(graph, train_rows.size, count=lambda_count, low=lambda_min,
-                              high=lambda_max)
+        lambdas = lambda_grid(
+            graph, train_rows.size, count=lambda_count, low=lambda_min, high=lambda_max
+        )
         features = standardize(graph, train_rows)
         train_ids = graph.example_ids[train_rows]
         options = dict(refine=lambda_refine, warm_start=warm_start, C=C, solver=solver)
@@ -399,45 +426,89 @@ def run_sweep(
             for method in fitted:
                 if method == "learned":
                     curve = learned_curve(
-                        graph, train_ids, lambdas, features=features, thresholds=thresholds,
-                        shifts=shifts, loss=loss, **options,
+                        graph,
+                        train_ids,
+                        lambdas,
+                        features=features,
+                        thresholds=thresholds,
+                        shifts=shifts,
+                        loss=loss,
+                        **options,
                     )
                 else:
-                    curve = fit_curve(graph, train_ids, lambdas, features=features, loss=loss,
-                                      myopic=True, **options)
+                    curve = fit_curve(
+                        graph,
+                        train_ids,
+                        lambdas,
+                        features=features,
+                        loss=loss,
+                        myopic=True,
+                        **options,
+                    )
                 for policy in curve:
                     policies[len(meta)] = policy
                     add(
-                        lambda rows, p=policy: p.route_rows(graph, rows), method=method,
-                        train_loss=loss, origin=policy.origin_, shift=policy.shift_,
-                        budget_name="lambda", budget=float(policy.lam), start=policy.start_,
+                        lambda rows, p=policy: p.route_rows(graph, rows),
+                        method=method,
+                        train_loss=loss,
+                        origin=policy.origin_,
+                        shift=policy.shift_,
+                        budget_name="lambda",
+                        budget=float(policy.lam),
+                        start=policy.start_,
                         train_objective=policy.train_objective_,
                     )
     if "uniform" in methods:
         for t in thresholds:
-            add(lambda rows, t=t: uniform_route(graph, t, graph.example_ids[rows]),
-                method="uniform", budget_name="threshold", budget=float(t), start=0)
+            add(
+                lambda rows, t=t: uniform_route(graph, t, graph.example_ids[rows]),
+                method="uniform",
+                budget_name="threshold",
+                budget=float(t),
+                start=0,
+            )
     if "cascade" in methods:
         for first in cascade_firsts(graph):
             for t in thresholds:
-                add(lambda rows, f=first, t=t: cascade_route(graph, f, t, graph.example_ids[rows]),
-                    method="cascade", variant=graph.names[first], budget_name="threshold",
-                    budget=float(t), start=first)
+                add(
+                    lambda rows, f=first, t=t: cascade_route(graph, f, t, graph.example_ids[rows]),
+                    method="cascade",
+                    variant=graph.names[first],
+                    budget_name="threshold",
+                    budget=float(t),
+                    start=first,
+                )
     if "oracle" in methods:
         for loss in LOSSES:
-            add(lambda rows, loss=loss: oracle_route(graph, graph.example_ids[rows], loss=loss),
-                method="oracle", variant=loss)
+            add(
+                lambda rows, loss=loss: oracle_route(graph, graph.example_ids[rows], loss=loss),
+                method="oracle",
+                variant=loss,
+            )
     if "single" in methods:
         for node in range(graph.num_nodes):
-            add(lambda rows, node=node: single_route(graph, node, graph.example_ids[rows]),
-                method="single", variant=graph.names[node], start=node)
+            add(
+                lambda rows, node=node: single_route(graph, node, graph.example_ids[rows]),
+                method="single",
+                variant=graph.names[node],
+                start=node,
+            )
 
     val = [measure(graph, v) for v, _ in routes]
     tst = [measure(graph, t) for _, t in routes]
     points, nodes = _tables(graph, parts, meta, val, tst, bootstrap_samples, bootstrap_seed, level)
     headline = headline_table(
-        graph, parts, points, val, tst, loss_levels=loss_levels, losses=losses,
-        confidence=confidence, samples=bootstrap_samples, seed=bootstrap_seed, level=level,
+        graph,
+        parts,
+        points,
+        val,
+        tst,
+        loss_levels=loss_levels,
+        losses=losses,
+        confidence=confidence,
+        samples=bootstrap_samples,
+        seed=bootstrap_seed,
+        level=level,
     )
     return SweepResult(points=points, nodes=nodes, headline=headline, policies=policies)
 
@@ -481,21 +552,27 @@ def _tables(
     bounds = {}
     if samples > 0:
         k = cost.shape[1]
-        centred, centre = _centred(np.concatenate([
-            cost, _loss_columns(graph, test_rows, tst, "top1"),
-            _loss_columns(graph, test_rows, tst, "top5"),
-        ], axis=1))
+        centred, centre = _centred(
+            np.concatenate(
+                [
+                    cost,
+                    _loss_columns(graph, test_rows, tst, "top1"),
+                    _loss_columns(graph, test_rows, tst, "top5"),
+                ],
+                axis=1,
+            )
+        )
         rng = np.random.default_rng(seed)
         means = np.empty((samples, 3 * k))
         for start in range(0, samples, BOOTSTRAP_CHUNK):
             size = min(BOOTSTRAP_CHUNK, samples - start)
             draws = rng.integers(0, len(test_rows), size=(size, len(test_rows)))
-            means[start:start + size] = _resampled_means(centred, centre, draws)
+            means[start : start + size] = _resampled_means(centred, centre, draws)
         q = [(1 - level) / 2, 1 - (1 - level) / 2]
         with np.errstate(divide="ignore"):
             bounds["speedup"] = np.quantile(ref_ms / means[:, :k], q, axis=0)
-        bounds["top1_loss"] = 100 * np.quantile(means[:, k:2 * k], q, axis=0)
-        bounds["top5_loss"] = 100 * np.quantile(means[:, 2 * k:], q, axis=0)
+        bounds["top1_loss"] = 100 * np.quantile(means[:, k : 2 * k], q, axis=0)
+        bounds["top5_loss"] = 100 * np.quantile(means[:, 2 * k :], q, axis=0)
     for name in ("speedup", "top1_loss", "top5_loss"):
         lo, hi = bounds[name] if name in bounds else (np.nan, np.nan)
         position = points.columns.get_loc(name) + 1
@@ -555,8 +632,17 @@ def headline_table(
         chosen = choose(points, loss_levels, metric=metric, confidence=confidence)
         if samples > 0:
             chosen = _interval_with_choice(
-                graph, parts, points, chosen, val, tst, metric=metric, confidence=confidence,
-                samples=samples, seed=seed, level=level,
+                graph,
+                parts,
+                points,
+                chosen,
+                val,
+                tst,
+                metric=metric,
+                confidence=confidence,
+                samples=samples,
+                seed=seed,
+                level=level,
             )
         tables += [chosen, envelope(points, loss_levels, metric=metric)]
     table = pd.concat(tables, ignore_index=True)
@@ -595,10 +681,15 @@ def _interval_with_choice(
     columns = np.unique(np.concatenate(list(groups.values())))
     position = {c: i for i, c in enumerate(columns)}
     k = len(columns)
-    v_values, v_centre = _centred(np.concatenate([
-        np.stack([val[c].cost_ms for c in columns], axis=1),
-        _loss_columns(graph, parts["validation"], [val[c] for c in columns], metric),
-    ], axis=1))
+    v_values, v_centre = _centred(
+        np.concatenate(
+            [
+                np.stack([val[c].cost_ms for c in columns], axis=1),
+                _loss_columns(graph, parts["validation"], [val[c] for c in columns], metric),
+            ],
+            axis=1,
+        )
+    )
     t_cost = np.stack([m.cost_ms for m in tst], axis=1)
     t_loss = _loss_columns(graph, parts["test"], tst, metric)
     n_val, n_test = len(parts["validation"]), len(parts["test"])
@@ -637,8 +728,8 @@ def _interval_with_choice(
         if np.isnan(row.point_id) or np.isnan(values[:, 0]).all():
             continue
         chosen.loc[chosen.index[i], ["speedup_lo", "speedup_hi"]] = np.nanquantile(values[:, 0], q)
-        chosen.loc[chosen.index[i], [f"{metric}_loss_lo", f"{metric}_loss_hi"]] = (
-            np.nanquantile(values[:, 1], q)
+        chosen.loc[chosen.index[i], [f"{metric}_loss_lo", f"{metric}_loss_hi"]] = np.nanquantile(
+            values[:, 1], q
         )
     return chosen
 

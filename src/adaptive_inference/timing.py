@@ -316,7 +316,9 @@ class _ComponentRunner:
     component ``c`` (``stage_k`` / ``head_k``) in the order of the passes.
     """
 
-    def __init__(self, model: MultiExitNetwork, example_input: torch.Tensor, device: torch.device) -> None:
+    def __init__(
+        self, model: MultiExitNetwork, example_input: torch.Tensor, device: torch.device
+    ) -> None:
         self.model = model
         self.example_input = example_input
         self.order = [c for c, *_ in _execution_order(model)]
@@ -492,7 +494,9 @@ def exit_costs(components: pd.DataFrame, model: MultiExitNetwork) -> pd.DataFram
     """
     rows = []
     for column, prefix in (("cost_ms", ""), ("median_ms", "layer_")):
-        stages = [_component_cost(components, f"stage_{k}", column) for k in range(len(model.stages))]
+        stages = [
+            _component_cost(components, f"stage_{k}", column) for k in range(len(model.stages))
+        ]
         cumulative = np.cumsum(stages)
         for k, after in enumerate(model.exit_after):
             head_ms = _component_cost(components, f"head_{k}", column)
@@ -528,8 +532,13 @@ def _chunks(total: int, parts: int) -> list[int]:
 
 
 def _profile_batch(
-    model: MultiExitNetwork, example_input: torch.Tensor, *, warmup: int, iterations: int,
-    device: torch.device, progress: tqdm,
+    model: MultiExitNetwork,
+    example_input: torch.Tensor,
+    *,
+    warmup: int,
+    iterations: int,
+    device: torch.device,
+    progress: tqdm,
 ) -> tuple[pd.DataFrame, dict[str, list[float]], np.ndarray]:
     """Layer samples, component samples and forward times of one batch size.
 
@@ -640,23 +649,29 @@ def profile_network(
             example = torch.randn((batch_size, *input_shape), generator=generator, dtype=dtype)
             with _eval_mode(model):
                 layers, measured, forward = _profile_batch(
-                    model, example.to(device).contiguous(memory_format=fmt), warmup=warmup, iterations=iterations,
-                    device=device, progress=progress,
+                    model,
+                    example.to(device).contiguous(memory_format=fmt),
+                    warmup=warmup,
+                    iterations=iterations,
+                    device=device,
+                    progress=progress,
                 )
             components = stage_costs(layers, model, measured)
             exits = exit_costs(components, model)
             network_ms = network_cost_ms(components, model)
             for name, frame in (("layers", layers), ("components", components), ("exits", exits)):
                 tables[name].append(_with_setting(frame, setting, batch_size))
-            summary.append(
-                _summary_row(setting, batch_size, layers, measured, forward, network_ms)
-            )
+            summary.append(_summary_row(setting, batch_size, layers, measured, forward, network_ms))
     result: dict[str, Any] = {
         name: pd.concat(frames, ignore_index=True) for name, frames in tables.items()
     }
     result["summary"] = pd.DataFrame(summary)
     result["environment"] = environment(
-        device, dtype=dtype, batch_sizes=batch_sizes, malloc_pinned=pinned, channels_last=channels_last
+        device,
+        dtype=dtype,
+        batch_sizes=batch_sizes,
+        malloc_pinned=pinned,
+        channels_last=channels_last,
     )
     return result
 
