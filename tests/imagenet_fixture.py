@@ -61,10 +61,17 @@ def write_devkit(root: Path, ids: list[int]) -> Path:
 
     data = root / "data"
     data.mkdir(parents=True, exist_ok=True)
-    fields = [("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"), ("gloss", "O"), ("num_children", "O")]
+    fields = [
+        ("ILSVRC2012_ID", "O"),
+        ("WNID", "O"),
+        ("words", "O"),
+        ("gloss", "O"),
+        ("num_children", "O"),
+    ]
     wnids = synsets()
     records = np.array(
-        [(i + 1, w, f"class {w}", "", 0) for i, w in enumerate(wnids)] + [(1001, "n99999999", "entity", "", 5)],
+        [(i + 1, w, f"class {w}", "", 0) for i, w in enumerate(wnids)]
+        + [(1001, "n99999999", "entity", "", 5)],
         dtype=fields,
     )
     scipy.io.savemat(data / "meta.mat", {"synsets": records})
@@ -72,7 +79,9 @@ def write_devkit(root: Path, ids: list[int]) -> Path:
     return root
 
 
-def write_flat_folder(root: Path, count: int, seed: int = 0, classes: int = 3) -> dict[str, Path | list[str]]:
+def write_flat_folder(
+    root: Path, count: int, seed: int = 0, classes: int = 3
+) -> dict[str, Path | list[str]]:
     """The official flat layout: ``ILSVRC2012_val_%08d.JPEG`` files, a devkit and a synset file.
 
     Returns the paths and the wnid of each image (in file order).
@@ -86,7 +95,12 @@ def write_flat_folder(root: Path, count: int, seed: int = 0, classes: int = 3) -
     devkit = write_devkit(root / "ILSVRC2012_devkit_t12", ids)
     synset_file = root / "synsets.txt"
     synset_file.write_text("".join(f"{w} words\n" for w in wnids))
-    return {"eval": images, "devkit": devkit, "synsets": synset_file, "wnids": [wnids[i - 1] for i in ids]}
+    return {
+        "eval": images,
+        "devkit": devkit,
+        "synsets": synset_file,
+        "wnids": [wnids[i - 1] for i in ids],
+    }
 
 
 def _builder_kwargs(model: str) -> dict:
@@ -98,7 +112,9 @@ def save_random_weights(torch_home: Path, model: str, weights: str, seed: int = 
     """A random state_dict under torchvision's expected file name for ``weights``."""
     enum = models.get_weight(weights)
     torch.manual_seed(seed)
-    network = models.get_model(model, weights=None, num_classes=len(enum.meta["categories"]), **_builder_kwargs(model))
+    network = models.get_model(
+        model, weights=None, num_classes=len(enum.meta["categories"]), **_builder_kwargs(model)
+    )
     path = Path(torch_home) / "hub" / "checkpoints" / os.path.basename(enum.url)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(network.state_dict(), path)

@@ -6,16 +6,25 @@ import inspect
 
 import pytest
 import yaml
+from conftest import REPO
 from PIL import Image
 from snakemake.exceptions import WorkflowError
 
 from adaptive_inference import config as config_module
-from adaptive_inference.config import ConfigError, check_config, load_config, network_training, reference_network
-
-from conftest import REPO
+from adaptive_inference.config import (
+    ConfigError,
+    check_config,
+    load_config,
+    network_training,
+    reference_network,
+)
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
-MINIMAL = {"study": "x", "data": {"dataset": "fashion_mnist"}, "networks": {"a": {"arch": "linear"}}}
+MINIMAL = {
+    "study": "x",
+    "data": {"dataset": "fashion_mnist"},
+    "networks": {"a": {"arch": "linear"}},
+}
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +43,9 @@ def minimal(tmp_path):
     return load_config(tmp_path / "c.yaml", SCHEMA)
 
 
-@pytest.mark.parametrize("path", ["config.yaml", "tests/configs/tiny.yaml", "studies/imagenet.yaml"])
+@pytest.mark.parametrize(
+    "path", ["config.yaml", "tests/configs/tiny.yaml", "studies/imagenet.yaml"]
+)
 def test_shipped_configs_are_valid(path):
     config = load_config(REPO / path, SCHEMA)
     assert config["policies"]["schemes"] and config["policies"]["lambdas"]["count"] > 1
@@ -43,7 +54,10 @@ def test_shipped_configs_are_valid(path):
 def test_defaults_fill_missing_sections(minimal):
     assert minimal["timing"]["batch_sizes"] == {"latency": 1, "throughput": 256}
     assert minimal["splits"]["fractions"] == {
-        "head_train": 0.0, "policy_train": 0.35, "policy_validation": 0.15, "test": 0.5
+        "head_train": 0.0,
+        "policy_train": 0.35,
+        "policy_validation": 0.15,
+        "test": 0.5,
     }
 
 
@@ -60,15 +74,28 @@ def test_the_schema_gives_every_key_the_code_indexes(minimal):
 
     c = minimal
     assert c["training"] == {
-        "steps": 800, "batch_size": 256, "max_lr": 0.1, "momentum": 0.9, "weight_decay": 0.0005,
-        "seed": 0, "channels_last": True, "exit_weights": None,
+        "steps": 800,
+        "batch_size": 256,
+        "max_lr": 0.1,
+        "momentum": 0.9,
+        "weight_decay": 0.0005,
+        "seed": 0,
+        "channels_last": True,
+        "exit_weights": None,
     }
     assert c["networks"]["a"] == {"arch": "linear", "options": {}, "training": {}}
     assert c["compute"] == {
-        "dtype": "float32", "channels_last": True, "cudnn_benchmark": False, "cuda_graphs": True
+        "dtype": "float32",
+        "channels_last": True,
+        "cudnn_benchmark": False,
+        "cuda_graphs": True,
     }
     assert c["extraction"]["shards"] == 1 and c["extraction"]["probs_dtype"] == "float32"
-    assert (c["timing"]["rounds"], c["timing"]["throughput_rounds"], c["timing"]["warmup_rounds"]) == (200, 10, 5)
+    assert (
+        c["timing"]["rounds"],
+        c["timing"]["throughput_rounds"],
+        c["timing"]["warmup_rounds"],
+    ) == (200, 10, 5)
     policies = c["policies"]
     assert policies["lambdas"]["shifts"] == [-2.0, -1.0, -0.5, -0.25, 0.25, 0.5, 1.0, 2.0]
     assert policies["operating_points"] == {"confidence": 0.8}
@@ -83,7 +110,8 @@ def test_the_schema_gives_every_key_the_code_indexes(minimal):
     options = sweep_options(policies)
     assert options["confidence"] == 0.8 and len(options["shifts"]) == 8
     settings = RuntimeSettings.from_config(
-        c["runtime"], throughput_batch=c["timing"]["batch_sizes"]["throughput"],
+        c["runtime"],
+        throughput_batch=c["timing"]["batch_sizes"]["throughput"],
         confidence=policies["operating_points"]["confidence"],
     )
     assert settings.batch_size == 256 and settings.max_examples == 2000
@@ -120,7 +148,9 @@ def test_the_schema_lists_what_the_code_knows(schema):
     methods = [enum for path, enum in _enums(schema) if path and path[-1] == "methods"]
     assert len(methods) >= 2  # policies.methods and $defs.methods (the figures' lists)
     assert all(enum == list(config_module.METHODS) for enum in methods), methods
-    assert schema["properties"]["policies"]["properties"]["methods"]["default"] == list(config_module.METHODS)
+    assert schema["properties"]["policies"]["properties"]["methods"]["default"] == list(
+        config_module.METHODS
+    )
     # a single method's enums (runtime, exit proportions) choose among them
     single = [enum for path, enum in _enums(schema) if path and path[-1] == "method"]
     assert single and all(set(enum) <= set(config_module.METHODS) for enum in single)
@@ -177,7 +207,9 @@ def test_no_code_default_restates_a_compute_or_training_default():
     from adaptive_inference.device import apply_compute, compute_options
 
     for fn in (compute_options, apply_compute):
-        assert all(p.default is inspect.Parameter.empty for p in inspect.signature(fn).parameters.values())
+        assert all(
+            p.default is inspect.Parameter.empty for p in inspect.signature(fn).parameters.values()
+        )
     found = set()
     for info in pkgutil.iter_modules(adaptive_inference.__path__):
         module = importlib.import_module(f"adaptive_inference.{info.name}")
@@ -187,12 +219,20 @@ def test_no_code_default_restates_a_compute_or_training_default():
             except (TypeError, ValueError):
                 continue
             for p in parameters:
-                if p.name in COMPUTE_KEYS | TRAINING_KEYS and p.default is not inspect.Parameter.empty:
-                    found.add((info.name, name.split(".")[0] if name[0].isupper() else name, p.name))
+                if (
+                    p.name in COMPUTE_KEYS | TRAINING_KEYS
+                    and p.default is not inspect.Parameter.empty
+                ):
+                    found.add(
+                        (info.name, name.split(".")[0] if name[0].isupper() else name, p.name)
+                    )
     assert found <= LIBRARY_DEFAULTS, sorted(found - LIBRARY_DEFAULTS)
     # nor does a job fall back on a value of its own when it reads a section
-    for path in [*(REPO / "src" / "adaptive_inference").glob("*.py"), *(REPO / "workflow").rglob("*.py"),
-                 *(REPO / "workflow").rglob("*.smk")]:
+    for path in [
+        *(REPO / "src" / "adaptive_inference").glob("*.py"),
+        *(REPO / "workflow").rglob("*.py"),
+        *(REPO / "workflow").rglob("*.smk"),
+    ]:
         text = path.read_text()
         for key in sorted(COMPUTE_KEYS | TRAINING_KEYS):
             assert f'.get("{key}",' not in text, f"{path.name} falls back on a default of {key}"
@@ -210,20 +250,44 @@ def test_network_training_overrides_the_defaults(default):
     "edit, message",
     [
         (lambda c: c["policies"].update(reference="vgg"), "policies.reference"),
-        (lambda c: c["policies"]["schemes"]["early_exit"].update(networks=["linear", "small_cnn"]), "one network"),
-        (lambda c: c["policies"]["schemes"]["combined"].update(networks=["resnet"]), "policies.schemes.combined"),
+        (
+            lambda c: c["policies"]["schemes"]["early_exit"].update(
+                networks=["linear", "small_cnn"]
+            ),
+            "one network",
+        ),
+        (
+            lambda c: c["policies"]["schemes"]["combined"].update(networks=["resnet"]),
+            "policies.schemes.combined",
+        ),
         (lambda c: c["splits"]["fractions"].update(test=0.6), "sum to 1"),
         (lambda c: c["splits"]["fractions"].update(policy_validation=0.0, test=0.65), None),
         (lambda c: c["data"].update(dataset="image_folder"), "data.image_folder.eval"),
-        (lambda c: c["policies"]["schemes"]["early_exit"].update(networks=["small_cnn"]),
-         r"policies.schemes.early_exit: early exit needs a network with two exits or more, but small_cnn"),
+        (
+            lambda c: c["policies"]["schemes"]["early_exit"].update(networks=["small_cnn"]),
+            r"policies.schemes.early_exit: early exit needs a network with two exits or more, "
+            "but small_cnn",
+        ),
         (lambda c: c["networks"]["exit_resnet"]["options"].update(widths=[32]), "exit_resnet"),
-        (lambda c: c["policies"]["schemes"]["network_selection"].update(networks=["exit_resnet"]),
-         r"policies.schemes.network_selection: a network_selection graph needs two networks"),
-        (lambda c: c["policies"]["schemes"]["combined"].update(networks=["linear"]), "combined graph needs two"),
-        (lambda c: c["runtime"].update(schemes=["cascades"]), r"runtime.schemes names \['cascades'\]"),
+        (
+            lambda c: c["policies"]["schemes"]["network_selection"].update(
+                networks=["exit_resnet"]
+            ),
+            r"policies.schemes.network_selection: a network_selection graph needs two networks",
+        ),
+        (
+            lambda c: c["policies"]["schemes"]["combined"].update(networks=["linear"]),
+            "combined graph needs two",
+        ),
+        (
+            lambda c: c["runtime"].update(schemes=["cascades"]),
+            r"runtime.schemes names \['cascades'\]",
+        ),
         (lambda c: c["runtime"].update(metric="top5"), "policies.losses"),
-        (lambda c: c["networks"]["exit_resnet"]["training"].update(exit_weights=[1.0, 1.0]), "exit_weights has 2 values"),
+        (
+            lambda c: c["networks"]["exit_resnet"]["training"].update(exit_weights=[1.0, 1.0]),
+            "exit_weights has 2 values",
+        ),
     ],
 )
 def test_semantic_errors_name_the_key(default, edit, message):
@@ -247,7 +311,9 @@ def test_policy_validation_is_required(tmp_path):
 def _image_folder_config(default, eval_folder, train_folder=None):
     config = copy.deepcopy(default)
     config["data"].update(dataset="image_folder")
-    config["data"]["image_folder"].update(eval=str(eval_folder), train=None if train_folder is None else str(train_folder))
+    config["data"]["image_folder"].update(
+        eval=str(eval_folder), train=None if train_folder is None else str(train_folder)
+    )
     return config
 
 
@@ -256,14 +322,20 @@ def test_image_folders_must_exist_and_hold_class_folders(default, tmp_path):
     (good / "cat").mkdir(parents=True)
     Image.new("L", (8, 8)).save(good / "cat" / "0.png")
     check_config(_image_folder_config(default, good, good))
-    with pytest.raises(ConfigError, match=rf"data.image_folder.eval: {tmp_path / 'missing'} does not exist"):
+    with pytest.raises(
+        ConfigError, match=rf"data.image_folder.eval: {tmp_path / 'missing'} does not exist"
+    ):
         check_config(_image_folder_config(default, tmp_path / "missing"))
-    with pytest.raises(ConfigError, match=rf"data.image_folder.train: {tmp_path / 'missing'} does not exist"):
+    with pytest.raises(
+        ConfigError, match=rf"data.image_folder.train: {tmp_path / 'missing'} does not exist"
+    ):
         check_config(_image_folder_config(default, good, tmp_path / "missing"))
     flat = tmp_path / "flat"
     flat.mkdir()
     Image.new("L", (8, 8)).save(flat / "0.png")
-    with pytest.raises(ConfigError, match=rf"data.image_folder.eval: {flat} holds no class folders"):
+    with pytest.raises(
+        ConfigError, match=rf"data.image_folder.eval: {flat} holds no class folders"
+    ):
         check_config(_image_folder_config(default, flat))
 
 
@@ -276,7 +348,9 @@ def test_the_config_module_imports_no_torch():
         "import sys; import adaptive_inference.config, adaptive_inference.family, "
         "adaptive_inference.layout; print('torch' in sys.modules)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "False"
 
 
@@ -292,12 +366,19 @@ def test_figure_options_resolve_schemes_and_methods(default):
     from adaptive_inference.config import figure_notebooks, figure_options
 
     config = copy.deepcopy(default)
-    assert figure_options(config, "exit_proportions")["schemes"] == list(config["policies"]["schemes"])
+    assert figure_options(config, "exit_proportions")["schemes"] == list(
+        config["policies"]["schemes"]
+    )
     assert figure_options(config, "early_exit")["scheme"] == "early_exit"
     config["figures"]["early_exit"]["scheme"] = None
     config["figures"]["network_selection"]["schemes"] = None
-    assert figure_options(config, "early_exit")["scheme"] == "early_exit"  # the first early_exit graph
-    assert figure_options(config, "network_selection")["schemes"] == ["network_selection", "combined"]
+    assert (
+        figure_options(config, "early_exit")["scheme"] == "early_exit"
+    )  # the first early_exit graph
+    assert figure_options(config, "network_selection")["schemes"] == [
+        "network_selection",
+        "combined",
+    ]
     config["policies"]["methods"] = ["learned", "oracle"]
     assert figure_options(config, "oracle")["methods"] == ["learned"]
     assert figure_notebooks(config)[-2:] == ["6_summary", "7_runtime"]
@@ -307,7 +388,11 @@ def test_figure_options_resolve_schemes_and_methods(default):
     config["figures"]["network_selection"]["compare_schemes"] = None
     config["figures"]["exit_proportions"]["schemes"] = None
     assert figure_notebooks(config) == [
-        "1_networks", "3_network_selection", "4_exit_proportions", "6_summary", "7_runtime"
+        "1_networks",
+        "3_network_selection",
+        "4_exit_proportions",
+        "6_summary",
+        "7_runtime",
     ]
 
 
@@ -326,15 +411,37 @@ def paper():
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda c: c["networks"]["alexnet"]["options"].update(model="alexnett"), "no classifier 'alexnett'"),
-        (lambda c: c["networks"]["alexnet"]["options"].update(weights="ResNet50_Weights.IMAGENET1K_V1"), "are not alexnet's"),
-        (lambda c: c["networks"]["alexnet"]["options"].update(weights="AlexNet_Weights.IMAGENET1K_V9"), "unknown weights"),
-        (lambda c: c["networks"]["resnet50"]["options"].update(exits=["layer1", "layer9"]), r"\['layer9'\] are not nodes of resnet50"),
+        (
+            lambda c: c["networks"]["alexnet"]["options"].update(model="alexnett"),
+            "no classifier 'alexnett'",
+        ),
+        (
+            lambda c: c["networks"]["alexnet"]["options"].update(
+                weights="ResNet50_Weights.IMAGENET1K_V1"
+            ),
+            "are not alexnet's",
+        ),
+        (
+            lambda c: c["networks"]["alexnet"]["options"].update(
+                weights="AlexNet_Weights.IMAGENET1K_V9"
+            ),
+            "unknown weights",
+        ),
+        (
+            lambda c: c["networks"]["resnet50"]["options"].update(exits=["layer1", "layer9"]),
+            r"\['layer9'\] are not nodes of resnet50",
+        ),
         (lambda c: c["networks"]["alexnet"]["options"].pop("weights"), "needs weights"),
-        (lambda c: c["networks"].update(small={"arch": "linear", "options": {}, "training": {}}), "trained here, but data.dataset is imagenet"),
+        (
+            lambda c: c["networks"].update(small={"arch": "linear", "options": {}, "training": {}}),
+            "trained here, but data.dataset is imagenet",
+        ),
         (lambda c: c["data"].update(dataset="fashion_mnist"), "set data.dataset to imagenet"),
         (lambda c: c["data"]["imagenet"].update(eval=None), "data.imagenet.eval"),
-        (lambda c: c["networks"]["alexnet"]["options"].update(widths=[8]), "do not apply to a torchvision"),
+        (
+            lambda c: c["networks"]["alexnet"]["options"].update(widths=[8]),
+            "do not apply to a torchvision",
+        ),
         (lambda c: c["splits"]["fractions"].update(head_train=0.0, policy_train=0.6), "head_train"),
     ],
 )

@@ -21,7 +21,9 @@ def test_fashion_mnist_is_unpacked_for_torchvision(fashion_root):
 
 def test_unpacked_files_match_the_packaged_ones(fashion_root):
     with gzip.open(data.DEBIAN_FASHION_MNIST / "t10k-labels-idx1-ubyte.gz") as handle:
-        assert (fashion_root / "FashionMNIST/raw/t10k-labels-idx1-ubyte").read_bytes() == handle.read()
+        assert (
+            fashion_root / "FashionMNIST/raw/t10k-labels-idx1-ubyte"
+        ).read_bytes() == handle.read()
 
 
 def test_missing_dataset_says_how_to_get_it(tmp_path):
@@ -39,7 +41,10 @@ def test_image_folder_with_transforms(tmp_path):
             Image.new("RGB", (40, 30), colour).save(folder / f"{i}.jpg")
     spec = {"resize": 32, "center_crop": 24, "mean": [0.5] * 3, "std": [0.5] * 3}
     dataset = data.load_split(
-        {"dataset": "image_folder", "image_folder": {"eval": str(tmp_path), "train": None, "transform": spec}},
+        {
+            "dataset": "image_folder",
+            "image_folder": {"eval": str(tmp_path), "train": None, "transform": spec},
+        },
         root=None,
         train=False,
     )
@@ -65,7 +70,9 @@ def test_splits_are_stratified_disjoint_and_reproducible():
     assert list(splits["split"].cat.categories) == list(SPLITS)
     counts = splits.groupby(["split", "label"], observed=True).size().unstack()
     assert (counts.loc["head_train"] == 20).all() and (counts.loc["test"] == 40).all()
-    assert (counts.loc["policy_train"] == 30).all() and (counts.loc["policy_validation"] == 10).all()
+    assert (counts.loc["policy_train"] == 30).all() and (
+        counts.loc["policy_validation"] == 10
+    ).all()
     assert sum(len(ids_of(splits, s)) for s in SPLITS) == 1000
     assert make_splits(labels, fractions, seed=3).equals(splits)
     assert not make_splits(labels, fractions, seed=4)["split"].equals(splits["split"])
@@ -75,7 +82,9 @@ def test_splits_without_head_training():
     fractions = {"policy_train": 0.35, "policy_validation": 0.15, "test": 0.5}
     splits = make_splits(np.repeat(np.arange(4), 20), fractions, seed=0)
     assert len(ids_of(splits, "head_train")) == 0 and len(ids_of(splits, "test")) == 40
-    assert len(ids_of(splits, "policy_validation")) == 12 and len(ids_of(splits, "policy_train")) == 28
+    assert (
+        len(ids_of(splits, "policy_validation")) == 12 and len(ids_of(splits, "policy_train")) == 28
+    )
 
 
 def test_resplits_deal_the_policy_splits_again_and_keep_head_train():
@@ -87,7 +96,9 @@ def test_resplits_deal_the_policy_splits_again_and_keep_head_train():
     assert (again["split"] == "head_train").equals(head)  # the exit heads' examples stay
     assert not again["split"].equals(splits["split"])
     assert again["split"].value_counts().to_dict() == splits["split"].value_counts().to_dict()
-    assert (again.groupby(["split", "label"], observed=True).size().unstack().loc["test"] == 12).all()
+    assert (
+        again.groupby(["split", "label"], observed=True).size().unstack().loc["test"] == 12
+    ).all()
     assert resplit(splits, fractions, seed=1).equals(again)
     assert again[["example_id", "label"]].equals(splits[["example_id", "label"]])
 

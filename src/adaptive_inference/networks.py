@@ -66,8 +66,11 @@ def save_network(model: MultiExitNetwork, spec: Mapping[str, Any], path: Path | 
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     if spec["arch"] == PRETRAINED:
         state = {k: v for k, v in state.items() if k.startswith("heads.")}
-    with atomic_path(path) as tmp:
-        torch.save({"spec": dict(spec), "state_dict": state}, tmp)
+    # through a file object: torch.save names the archive inside after a path it is given (here
+    # the temporary one, a random name), but "archive" for a file object, so that the same
+    # weights give the same bytes
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save({"spec": dict(spec), "state_dict": state}, handle)
 
 
 def load_network(
