@@ -27,6 +27,7 @@ from adaptive_inference.costs import (
     Costs,
     component_name,
     decision_key,
+    jump_key,
     key_columns,
     segment_key,
 )
@@ -131,13 +132,23 @@ def test_component_names_and_columns():
     assert component_name(segment_key("n", 0, 2)) == "n:exit0->exit2"
     assert component_name(decision_key(2, 1, "n", 0)) == "decision:n:exit0:steps2:reads1"
     assert component_name(ANSWER) == "answer"
+    assert component_name(jump_key("n", 2, "m", 0)) == "n:input->exit2 after m:exit0"
     assert key_columns(segment_key("n", None, 2))["source"] == -1
+    jump = key_columns(jump_key("n", 2, "m", 0))
+    assert (jump["network"], jump["exit"], jump["after_network"], jump["after_exit"]) == (
+        "n",
+        2,
+        "m",
+        0,
+    )
     assert key_columns(decision_key(2, 1, "n", 0)) == {
         "component": "decision:n:exit0:steps2:reads1",
         "kind": "decision",
         "network": "n",
         "source": -1,
         "exit": 0,
+        "after_network": "",
+        "after_exit": -1,
         "steps": 2,
         "reads": 1,
     }

@@ -16,8 +16,11 @@ Each is timed **in context**, right after what precedes it in the runtime:
 
 * a continuation ``k -> j``: after the segment that reached exit ``k`` and a decision on its
   logits (untimed), on the activation it left;
-* a segment from the input (a route's start or a jump into another network): after the
-  previous component of the round (another network's work: a cold start);
+* a jump into another network (a segment from the input on an edge): right after the work of
+  the node it comes from (that node's segment and a decision on its logits), a cold start for
+  the network jumped into;
+* a segment from the input at the start of a route: after the previous component of the round
+  (another component's work, as the previous example's in the runtime);
 * a decision: right after the segment that produces its node's logits (from the input), with
   the runtime's own :class:`~adaptive_inference.decision.NodeDecision` of the node's shape (its
   steps and the path features it reads; every step evaluated, the costliest case), including,
@@ -190,7 +193,24 @@ def _components(
 
         return _Component(ANSWER, prepare)
 
-    builders = {"segment": for_segment, "decision": for_decision}
+    def for_jump(key: Key) -> _Component:
+        _, network, exit, after_network, after_exit = key
+        segment = segments.get(segment_key(network, None, exit)) or build_segment(
+            networks[network], segment_key(network, None, exit), name=component_name(key)
+        )
+        before = segments.get(segment_key(after_network, None, after_exit)) or build_segment(
+            networks[after_network], segment_key(after_network, None, after_exit), name="before"
+        )
+        x, before_x = inputs[network], inputs[after_network]
+
+        def prepare():
+            _, logits = before(before_x)
+            decide(settle, logits, None)
+            return lambda: segment(x)
+
+        return _Component(key, prepare)
+
+    builders = {"segment": for_segment, "jump": for_jump, "decision": for_decision}
     return [for_answer() if k == ANSWER else builders[k[0]](k) for k in keys]
 
 

@@ -5,6 +5,10 @@ A **component** is a piece of work the runtime does, keyed by a tuple:
 
 * ``("segment", network, source, exit)``: the stages of ``network`` after exit ``source`` (or
   from the input, ``source`` None) up to exit ``exit``, then that exit's head;
+* ``("jump", network, exit, after_network, after_exit)``: the segment from the input into exit
+  ``exit`` of ``network`` right after another node's work (exit ``after_exit`` of
+  ``after_network`` and a decision there): an edge into another network, priced in the context
+  the runtime runs it in (at the start of a route, a plain ``segment`` from the input);
 * ``("decision", steps, reads, network, exit)``: a policy decision with ``steps`` linear steps
   (actions - 1) reading ``reads`` dominators' path features besides the node's own features, at
   the node of exit ``exit`` of ``network`` (timed right after that node's logits are computed,
@@ -37,6 +41,8 @@ TABLE_COLUMNS = [
     "network",
     "source",
     "exit",
+    "after_network",
+    "after_exit",
     "steps",
     "reads",
     "batch_size",
@@ -57,6 +63,10 @@ def segment_key(network: str, source: int | None, exit: int) -> Key:
     return ("segment", network, None if source is None else int(source), int(exit))
 
 
+def jump_key(network: str, exit: int, after_network: str, after_exit: int) -> Key:
+    return ("jump", network, int(exit), after_network, int(after_exit))
+
+
 def decision_key(steps: int, reads: int, network: str, exit: int) -> Key:
     return ("decision", int(steps), int(reads), network, int(exit))
 
@@ -67,6 +77,8 @@ def component_name(key: Key) -> str:
         _, network, source, exit = key
         start = "input" if source is None else f"exit{source}"
         return f"{network}:{start}->exit{exit}"
+    if key[0] == "jump":
+        return f"{key[1]}:input->exit{key[2]} after {key[3]}:exit{key[4]}"
     if key[0] == "decision":
         return f"decision:{key[3]}:exit{key[4]}:steps{key[1]}:reads{key[2]}"
     return "answer"
@@ -152,6 +164,11 @@ class Costs:
                     start = 0 if source is None else source + 1
                     ms = cumulative[exit + 1] - cumulative[start] + heads[exit]
                     calls[segment_key(network, source, exit)] = {batch_size: ms * batch_size}
+                for other, others in stage_ms.items():
+                    for after in range(len(others)):
+                        calls[jump_key(network, exit, other, after)] = {
+                            batch_size: (cumulative[exit + 1] + heads[exit]) * batch_size
+                        }
                 for steps in range(1, max_shape + 1):
                     for reads in range(max_shape + 1):
                         key = decision_key(steps, reads, network, exit)
@@ -184,6 +201,10 @@ def _row_key(row: Any) -> Key:
     if row.kind == "segment":
         source = None if int(row.source) < 0 else int(row.source)
         return segment_key(str(row.network), source, int(row.exit))
+    if row.kind == "jump":
+        return jump_key(
+            str(row.network), int(row.exit), str(row.after_network), int(row.after_exit)
+        )
     if row.kind == "decision":
         return decision_key(int(row.steps), int(row.reads), str(row.network), int(row.exit))
     return ANSWER
@@ -197,12 +218,19 @@ def key_columns(key: Key) -> dict[str, Any]:
         "network": "",
         "source": -1,
         "exit": -1,
+        "after_network": "",
+        "after_exit": -1,
         "steps": 0,
         "reads": 0,
     }
     if key[0] == "segment":
         _, network, source, exit = key
         columns.update(network=network, source=-1 if source is None else source, exit=exit)
+    elif key[0] == "jump":
+        _, network, exit, after_network, after_exit = key
+        columns.update(
+            network=network, exit=exit, after_network=after_network, after_exit=after_exit
+        )
     elif key[0] == "decision":
         columns.update(steps=key[1], reads=key[2], network=key[3], exit=key[4])
     return columns

@@ -16,7 +16,8 @@ actions, chosen by the same recursion as the rest of the policy): a fixed cascad
 **Costs** (ms per example, from a :class:`~adaptive_inference.costs.Costs` as the joint timing
 job measured them, in context): starting at node ``n`` costs ``alone_ms[n]`` (the segment from the
 input to its answer); an edge ``a -> b`` costs its segment: inside one network, the stages after
-``a``'s exit up to ``b``'s plus ``b``'s head; into another network, ``b`` alone from the input.
+``a``'s exit up to ``b``'s plus ``b``'s head; into another network, ``b`` alone from the input,
+timed right after ``a``'s work (:meth:`GraphStructure.edge_component`).
 A node where a policy decides pays ``decision_ms[n]``, the measured cost of a decision of its own
 shape (steps and path features); the node an example stops at pays ``answer_ms`` (reading the
 answer), as the reference alone does.
@@ -42,7 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from adaptive_inference.costs import ANSWER, Costs, Key, decision_key, segment_key
+from adaptive_inference.costs import ANSWER, Costs, Key, decision_key, jump_key, segment_key
 from adaptive_inference.decision import PATH_EXTRA, STOP, own_feature_names, path_columns
 
 LOSSES = ("top1", "top5")
@@ -170,6 +171,17 @@ class GraphStructure:
         inside = source is not None and self.networks[source] == net and self.exits[source] < exit
         return segment_key(net, self.exits[source] if inside else None, exit)
 
+    def edge_component(self, source: int, node: int) -> Key:
+        """The component that prices computing ``node``'s answer after ``source``'s: the
+        continuation inside one network, else the jump into ``node``'s network right after
+        ``source``'s work (its context in the runtime)."""
+        key = self.segment(source, node)
+        if key[2] is not None:
+            return key
+        return jump_key(
+            self.networks[node], self.exits[node], self.networks[source], self.exits[source]
+        )
+
     def components(self) -> set[Key]:
         """Every component a route of this graph may run: each node from the input, the
         continuation between any two exits of one network, each decision shape, the answer."""
@@ -177,6 +189,7 @@ class GraphStructure:
         for b in range(self.num_nodes):
             keys.add(self.segment(None, b))
             keys.update(self.segment(a, b) for a in range(b))
+            keys.update(self.edge_component(a, b) for a in range(b))
             if not self.is_terminal(b):
                 keys.add(self.decision(b))
         return keys
@@ -311,7 +324,7 @@ class StageGraph(GraphStructure):
         self.reference = int(self.reference) % n
         self.alone_ms = np.array([self.costs.per_example(self.segment(None, b)) for b in range(n)])
         self.edge_ms = {
-            (a, b): self.costs.per_example(self.segment(a, b))
+            (a, b): self.costs.per_example(self.edge_component(a, b))
             for a, succ in enumerate(self.successors)
             for b in succ
         }
@@ -344,7 +357,7 @@ class StageGraph(GraphStructure):
     def transition_ms(self, a: int, b: int) -> float:
         """Cost of computing node ``b``'s answer once node ``a``'s is known (``b`` after ``a``,
         edge or not)."""
-        return self.costs.per_example(self.segment(a, b))
+        return self.costs.per_example(self.edge_component(a, b))
 
     def shortest_path_ms(self) -> tuple[np.ndarray, np.ndarray]:
         """Cheapest cost (no decisions, no answer) of reaching each node from the input (a route
