@@ -12,10 +12,16 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from imagenet_fixture import (
+    class_index,
+    save_random_weights,
+    synsets,
+    write_class_folders,
+    write_flat_folder,
+)
+from test_workflow import REPO, snakemake
 
 from adaptive_inference.pretrained import load_classifier, transforms_of
-from imagenet_fixture import class_index, save_random_weights, synsets, write_class_folders, write_flat_folder
-from test_workflow import REPO, snakemake
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +32,7 @@ WNIDS = [synsets()[i] for i in (3, 50, 700)]
 @pytest.fixture(scope="module")
 def torch_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("torch_home")
-    for name, entry in yaml.safe_load(PAPER.read_text())["networks"].items():
+    for entry in yaml.safe_load(PAPER.read_text())["networks"].values():
         save_random_weights(home, entry["options"]["model"], entry["options"]["weights"])
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TORCH_HOME", str(home))  # the snakemake jobs inherit it
@@ -34,18 +40,32 @@ def torch_home(tmp_path_factory):
 
 
 def paper_config(workdir: Path, **imagenet) -> Path:
-    """studies/imagenet.yaml, pointed at the fixture and shrunk to seconds (same shape)."""
+    """studies/imagenet.yaml, pointed at the fixture and shrunk to seconds (same shape). Its
+    networks have random weights, so they answer at chance: policies.allow_near_chance lets the
+    policies be fitted all the same."""
     config = yaml.safe_load(PAPER.read_text())
     config["device"] = "cpu"
     config["data"]["imagenet"].update(imagenet)
     config["data"]["validation_size"] = 2
-    config["training"].update(epochs=2, batch_size=4)
+    config["training"].update(steps=6, batch_size=4)
     config["extraction"].update(batch_size=8, num_workers=2)
-    config["timing"].update(warmup=1, iterations=3, throughput_iterations=2, batch_sizes={"latency": 1, "throughput": 4})
-    config["policies"].update(
-        lambdas={"count": 6, "refine": 2}, thresholds={"count": 8},
-        bootstrap={"samples": 20, "seed": 0, "level": 0.9}, decision_timing={"warmup": 2, "iterations": 10},
+    config["timing"].update(
+        warmup=1,
+        iterations=3,
+        throughput_iterations=2,
+        rounds=5,
+        throughput_rounds=3,
+        warmup_rounds=1,
+        batch_sizes={"latency": 1, "throughput": 4},
     )
+    config["policies"].update(
+        lambdas={"count": 6, "refine": 2},
+        thresholds={"count": 8},
+        bootstrap={"samples": 20, "seed": 0, "level": 0.9},
+        allow_near_chance=True,
+    )
+    config["runtime"].update(repeats=1, warmup=1, block_size=5)
+    config["robustness"] = {"resplits": 1}
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -65,9 +85,18 @@ def paper_study(tmp_path_factory, torch_home):
 def test_the_paper_study_runs_end_to_end_on_the_fixture(paper_study):
     results = paper_study / "results"
     splits = pd.read_parquet(results / "splits" / "eval_splits.parquet")
-    assert splits["split"].value_counts().to_dict() == {"policy_train": 14, "test": 15, "head_train": 7}
+    assert splits["split"].value_counts().to_dict() == {
+        "test": 15,
+        "policy_train": 10,
+        "head_train": 7,
+        "policy_validation": 4,
+    }
     assert set(splits["label"]) == {class_index(w) for w in WNIDS}
-    exits = {"alexnet": ["final"], "googlenet": ["inception3b", "inception4e", "final"], "resnet50": ["layer1", "layer2", "layer3", "final"]}
+    exits = {
+        "alexnet": ["final"],
+        "googlenet": ["inception3b", "inception4e", "final"],
+        "resnet50": ["layer1", "layer2", "layer3", "final"],
+    }
     for network, names in exits.items():
         manifest = json.loads((results / "predictions" / network / "manifest.json").read_text())
         assert manifest["network_exits"] == names and manifest["num_classes"] == 1000
@@ -78,15 +107,25 @@ def test_the_paper_study_runs_end_to_end_on_the_fixture(paper_study):
         costs = pd.read_parquet(results / "timing" / network / "exits.parquet")
         assert list(costs.loc[costs["setting"] == "latency", "exit_name"]) == names
     curve = pd.read_csv(results / "networks" / "resnet50" / "training_curve.csv")
-    assert len(curve) == 2 and {"val_accuracy_layer1", "val_accuracy_layer3"} <= set(curve.columns)
-    assert (results / "networks" / "resnet50" / "model.pt").stat().st_size < 10_000_000  # heads only
+    assert list(curve["step"]) == [1, 2, 3, 4, 5, 6]  # the heads' budget: training.steps
+    assert {"val_accuracy_layer1", "val_accuracy_layer3"} <= set(curve.columns)
+    assert (
+        results / "networks" / "resnet50" / "model.pt"
+    ).stat().st_size < 10_000_000  # heads only
+    for setting in ("latency", "throughput"):
+        costs = pd.read_parquet(results / "costs" / f"{setting}.parquet")
+        assert set(costs["network"].dropna()) >= set(exits)
     for scheme in ("early_exit", "network_selection", "combined"):
         assert (results / "policies" / scheme / "speedup_at_loss.csv").exists()
+        assert (results / "policies" / scheme / "policies.json").exists()
+        assert (results / "robustness" / f"{scheme}.parquet").exists()
+        assert (results / "runtime" / scheme / "speedups.parquet").exists()
     assert (results / "notebooks" / "6_summary.html").exists() and (results / "index.html").exists()
 
 
 def test_each_network_reads_the_images_with_its_own_weights_transforms(paper_study):
-    """The final exit's stored answer is the classifier's own on the JPEG as its transforms read it."""
+    """The final exit's stored answer is the classifier's own on the JPEG as its transforms
+    read it."""
     from PIL import Image
 
     results = paper_study / "results"
@@ -105,13 +144,19 @@ def test_each_network_reads_the_images_with_its_own_weights_transforms(paper_stu
         assert final.loc[example, "label"] == index.loc[example, "label"]
 
 
-def test_sharded_extraction_of_a_pretrained_network_matches_one_job(paper_study, tmp_path, torch_home):
+def test_sharded_extraction_of_a_pretrained_network_matches_one_job(
+    paper_study, tmp_path, torch_home
+):
     config = yaml.safe_load((paper_study / "config.yaml").read_text())
     config["extraction"]["shards"] = 3
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     snakemake(tmp_path, "results/predictions/alexnet/predictions.parquet")
-    whole = pd.read_parquet(paper_study / "results" / "predictions" / "alexnet" / "predictions.parquet")
-    sharded = pd.read_parquet(tmp_path / "results" / "predictions" / "alexnet" / "predictions.parquet")
+    whole = pd.read_parquet(
+        paper_study / "results" / "predictions" / "alexnet" / "predictions.parquet"
+    )
+    sharded = pd.read_parquet(
+        tmp_path / "results" / "predictions" / "alexnet" / "predictions.parquet"
+    )
     pd.testing.assert_frame_equal(whole, sharded)
 
 
@@ -123,13 +168,28 @@ def test_the_flat_layout_with_a_corrupt_image(tmp_path, torch_home):
     target = "results/splits/eval_splits.parquet"
     failed = snakemake(tmp_path, target, check=False)
     assert failed.returncode != 0
-    assert "1 of 30 images" in failed.stderr + failed.stdout and str(broken) in failed.stderr + failed.stdout
+    assert (
+        "1 of 30 images" in failed.stderr + failed.stdout
+        and str(broken) in failed.stderr + failed.stdout
+    )
     assert not (tmp_path / "results" / "data" / "imagenet" / "eval_index.parquet").exists()
 
-    paper_config(tmp_path, eval=str(flat["eval"]), layout="flat", devkit=str(flat["devkit"]), corrupt_images="skip")
+    paper_config(
+        tmp_path,
+        eval=str(flat["eval"]),
+        layout="flat",
+        devkit=str(flat["devkit"]),
+        corrupt_images="skip",
+    )
     snakemake(tmp_path, target)
-    summary = json.loads((tmp_path / "results" / "data" / "imagenet" / "eval_summary.json").read_text())
-    assert summary["skipped_corrupt"] == 1 and summary["num_images"] == 29 and summary["layout"] == "flat"
+    summary = json.loads(
+        (tmp_path / "results" / "data" / "imagenet" / "eval_summary.json").read_text()
+    )
+    assert (
+        summary["skipped_corrupt"] == 1
+        and summary["num_images"] == 29
+        and summary["layout"] == "flat"
+    )
     index = pd.read_parquet(tmp_path / "results" / "data" / "imagenet" / "eval_index.parquet")
     kept = [w for n, w in enumerate(flat["wnids"]) if n != 6]
     assert list(index["label"]) == [class_index(w) for w in kept]
