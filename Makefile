@@ -40,7 +40,11 @@ data:
 	       "or set data.source / data.download in config.yaml (see README)" >&2; \
 	fi
 
+# Lint: what .ci/run checks beside the tests.
 lint: setup
+	$(BIN)/ruff check src tests benchmarks tools workflow/scripts
+	$(BIN)/ruff format --check src tests benchmarks tools workflow/scripts
+	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint
 
 clean-results:

@@ -178,7 +178,6 @@ TRAINING_KEYS = {"steps", "max_lr", "momentum", "weight_decay", "exit_weights"}
 LIBRARY_DEFAULTS = {
     ("extraction", "extract", "dtype"),
     ("extraction", "extract", "channels_last"),
-    ("device", "environment", "channels_last"),  # a record; every script passes compute_options
     ("training", "TrainConfig", "exit_weights"),  # None: every exit weighs 1 (the schema's null)
     ("figures", "plot_oracle_share", "steps"),  # points of a plotted grid, not training steps
 }

@@ -10,8 +10,8 @@ import pytest
 from policy_data import synthetic_tables
 
 from adaptive_inference.graph import scheme_graph
-from adaptive_inference.readoff import choose
-from adaptive_inference.robustness import BASELINES, learned_minus_baselines, resplit_sweeps
+from adaptive_inference.readoff import BASELINES, choose, learned_minus_baselines
+from adaptive_inference.robustness import resplit_sweeps
 from adaptive_inference.splits import POLICY_SPLITS, ids_of, make_splits, resplit
 from adaptive_inference.sweep import run_sweep
 

@@ -25,6 +25,9 @@ METHODS = ("learned", "myopic", "uniform", "cascade", "oracle", "single")
 """The policies and baselines a study can compute (``policies.methods``; the schema's enums
 list the same, which a test checks)."""
 
+LOSSES = ("top1", "top5")
+"""The 0/1 losses a policy can be trained on and a curve read at (``policies.losses``)."""
+
 
 class ConfigError(ValueError):
     """A config value that cannot work, with the key and what is allowed."""
@@ -93,7 +96,9 @@ def check_config(config: Mapping[str, Any]) -> None:
             )
         if entry["graph"] == "early_exit":
             if len(entry["networks"]) != 1:
-                raise ConfigError(f"policies.schemes.{scheme}: an early_exit graph takes one network.")
+                raise ConfigError(
+                    f"policies.schemes.{scheme}: an early_exit graph takes one network."
+                )
             (network,) = entry["networks"]
             net = config["networks"][network]
             if exit_count(net["arch"], net["options"]) < 2:
@@ -159,19 +164,28 @@ def pretrained_networks(config: Mapping[str, Any]) -> list[str]:
 
 def _check_pretrained(config: Mapping[str, Any]) -> None:
     """Pre-trained networks go with ImageNet: names, weights and exit points exist; exit heads
-    have data to learn from. Checked on a model built on the meta device (no weights, no compute)."""
+    have data to learn from. Checked on a model built on the meta device (no weights, no
+    compute)."""
     data = config["data"]
     pretrained = pretrained_networks(config)
     imagenet = data["dataset"] == "imagenet"
     if imagenet and not data["imagenet"]["eval"]:
-        raise ConfigError("data.imagenet.eval must name the folder of ImageNet's validation images.")
+        raise ConfigError(
+            "data.imagenet.eval must name the folder of ImageNet's validation images."
+        )
     trained_here = [n for n in config["networks"] if n not in pretrained]
     for name in config["networks"]:
         options = set(config["networks"][name]["options"])
-        wrong = options & ({"widths", "blocks_per_stage"} if name in pretrained else {"model", "weights", "exits"})
+        wrong = options & (
+            {"widths", "blocks_per_stage"} if name in pretrained else {"model", "weights", "exits"}
+        )
         if wrong:
-            kind = "a torchvision" if name in pretrained else f"a {config['networks'][name]['arch']}"
-            raise ConfigError(f"networks.{name}.options: {sorted(wrong)} do not apply to {kind} network.")
+            kind = (
+                "a torchvision" if name in pretrained else f"a {config['networks'][name]['arch']}"
+            )
+            raise ConfigError(
+                f"networks.{name}.options: {sorted(wrong)} do not apply to {kind} network."
+            )
     if imagenet and trained_here:
         raise ConfigError(
             f"networks {trained_here} are trained here, but data.dataset is imagenet: its "
@@ -211,7 +225,11 @@ def _check_pretrained(config: Mapping[str, Any]) -> None:
         if not exits:
             continue
         with torch.device("meta"):
-            kwargs = {"aux_logits": False, "init_weights": False} if options["model"] == "googlenet" else {}
+            kwargs = (
+                {"aux_logits": False, "init_weights": False}
+                if options["model"] == "googlenet"
+                else {}
+            )
             names = exit_point_names(models.get_model(options["model"], weights=None, **kwargs))
         unknown = [e for e in exits if resolve_exit_point(names, e) is None]
         if unknown:
@@ -233,8 +251,10 @@ def _figure_schemes(figures: Mapping[str, Any]):
     if scheme is not None:
         yield "early_exit.scheme", [scheme]
     for section, key in [
-        ("network_selection", "schemes"), ("network_selection", "compare_schemes"),
-        ("exit_proportions", "schemes"), ("oracle", "schemes"),
+        ("network_selection", "schemes"),
+        ("network_selection", "compare_schemes"),
+        ("exit_proportions", "schemes"),
+        ("oracle", "schemes"),
     ]:
         value = figures.get(section, {}).get(key)
         if value is not None:
@@ -255,7 +275,8 @@ def figure_options(config: Mapping[str, Any], section: str) -> dict[str, Any]:
     if section == "network_selection":
         if options.get("schemes") is None:
             options["schemes"] = [
-                name for name, entry in schemes.items()
+                name
+                for name, entry in schemes.items()
                 if entry["graph"] in ("network_selection", "combined")
             ]
         if options.get("compare_schemes") is None:

@@ -43,7 +43,9 @@ FASHION_MNIST_MEAN = 0.2860
 FASHION_MNIST_STD = 0.3530
 
 
-def prepare_fashion_mnist(root: Path | str, source: Path | str | None, download: bool) -> list[Path]:
+def prepare_fashion_mnist(
+    root: Path | str, source: Path | str | None, download: bool
+) -> list[Path]:
     """Put Fashion-MNIST's raw IDX files into ``<root>/FashionMNIST/raw`` and return their paths.
 
     Args:
@@ -68,7 +70,9 @@ def prepare_fashion_mnist(root: Path | str, source: Path | str | None, download:
             datasets.FashionMNIST(root, train=True, download=True)
             datasets.FashionMNIST(root, train=False, download=True)
         except Exception as error:  # noqa: BLE001 - re-raised with the fix
-            raise DatasetNotFoundError(_fashion_mnist_help(source, f"the download failed: {error}"))
+            raise DatasetNotFoundError(
+                _fashion_mnist_help(source, f"the download failed: {error}")
+            ) from error
         return targets
     raise DatasetNotFoundError(_fashion_mnist_help(source, "downloads are disabled"))
 
@@ -96,12 +100,13 @@ def fashion_mnist(root: Path | str, train: bool) -> TensorDataset:
             f"Fashion-MNIST is not prepared under {root}: {error}. Run the workflow's "
             "`prepare_data` rule (or `prepare_fashion_mnist`) first."
         ) from error
-    images = (ds.data.float().div_(255.0).sub_(FASHION_MNIST_MEAN).div_(FASHION_MNIST_STD))
+    images = ds.data.float().div_(255.0).sub_(FASHION_MNIST_MEAN).div_(FASHION_MNIST_STD)
     return TensorDataset(images.unsqueeze(1).contiguous(), ds.targets.long())
 
 
 def build_transform(spec: Mapping[str, Any]) -> transforms.Compose:
-    """Image transforms from config: ``resize``, ``center_crop``, ``grayscale``, ``mean``, ``std``."""
+    """Image transforms from config: ``resize``, ``center_crop``, ``grayscale``, ``mean``,
+    ``std``."""
     steps: list[Any] = []
     if spec.get("grayscale"):
         steps.append(transforms.Grayscale(num_output_channels=1))

@@ -130,7 +130,7 @@ def environment(
     dtype: torch.dtype,
     batch_sizes: Mapping[str, Any],
     malloc_pinned: bool | None = None,
-    channels_last: bool = False,
+    channels_last: bool,
 ) -> dict[str, Any]:
     """What the measurements depend on (no dates or times, so that outputs stay reproducible)."""
     cuda = device.type == "cuda"

@@ -34,15 +34,21 @@ class Extraction:
     table: pd.DataFrame
     manifest: dict[str, Any] = field(default_factory=dict)
 
-    def write(self, probs_path: Path | str, table_path: Path | str, manifest_path: Path | str) -> None:
+    def write(
+        self, probs_path: Path | str, table_path: Path | str, manifest_path: Path | str
+    ) -> None:
         """Write the three files, the manifest last (its presence marks a complete extraction)."""
         write_npy(self.probs, probs_path)
         write_parquet(self.table, table_path)
-        manifest = dict(self.manifest, files={"probs": Path(probs_path).name, "table": Path(table_path).name})
+        manifest = dict(
+            self.manifest, files={"probs": Path(probs_path).name, "table": Path(table_path).name}
+        )
         write_json(manifest, manifest_path)
 
     @classmethod
-    def read(cls, probs_path: Path | str, table_path: Path | str, manifest_path: Path | str) -> "Extraction":
+    def read(
+        cls, probs_path: Path | str, table_path: Path | str, manifest_path: Path | str
+    ) -> Extraction:
         """The three files written by :meth:`write`."""
         manifest = read_json(manifest_path)
         manifest.pop("files", None)
@@ -109,7 +115,9 @@ class _HostBuffers:
     contiguous block: on a GPU, the copies are asynchronous into pinned memory and the device
     runs ahead of the host (one synchronisation at the end, none per batch)."""
 
-    def __init__(self, n: int, exits: int, classes: int, k: int, probs_dtype: torch.dtype, pin: bool):
+    def __init__(
+        self, n: int, exits: int, classes: int, k: int, probs_dtype: torch.dtype, pin: bool
+    ):
         def empty(*shape, dtype=torch.float32):
             return torch.empty(shape, dtype=dtype, pin_memory=pin)
 
@@ -120,7 +128,9 @@ class _HostBuffers:
         self.margin = empty(n, exits)
         self.labels = empty(n, dtype=torch.int64)
 
-    def put(self, start: int, probs: torch.Tensor, feats: Mapping[str, torch.Tensor], labels) -> None:
+    def put(
+        self, start: int, probs: torch.Tensor, feats: Mapping[str, torch.Tensor], labels
+    ) -> None:
         stop = start + probs.shape[0]
         b, e = probs.shape[:2]
         self.probs[start:stop].copy_(probs.to(self.probs.dtype), non_blocking=True)
@@ -170,16 +180,27 @@ def extract(
     start, position = time.perf_counter(), 0
     batches = _batches(dataset, batch_size, device, num_workers)
     total = -(-n // batch_size)
-    for images, targets in tqdm(batches, total=total, desc="extract", disable=not progress, mininterval=2.0):
+    for images, targets in tqdm(
+        batches, total=total, desc="extract", disable=not progress, mininterval=2.0
+    ):
         images = images.to(device, dtype=compute_dtype, non_blocking=True)
         if images.dim() == 4:
             images = images.contiguous(memory_format=fmt)
         outputs = model(images)
-        probs = torch.stack([out.float().softmax(1) for out in outputs], dim=1)  # (batch, exits, classes)
+        probs = torch.stack(
+            [out.float().softmax(1) for out in outputs], dim=1
+        )  # (batch, exits, classes)
         feats = confidence_features(probs.flatten(0, 1), topk)
         if host is None:
             k = feats["top_p"].shape[1]
-            host = _HostBuffers(n, probs.shape[1], probs.shape[2], k, getattr(torch, probs_dtype), device.type == "cuda")
+            host = _HostBuffers(
+                n,
+                probs.shape[1],
+                probs.shape[2],
+                k,
+                getattr(torch, probs_dtype),
+                device.type == "cuda",
+            )
         host.put(position, probs, feats, targets)
         position += probs.shape[0]
     if device.type == "cuda":
@@ -233,7 +254,9 @@ def _tidy(
         "example_id": np.tile(np.arange(first_id, first_id + n, dtype=np.int64), exits),
         "label": label,
         "exit": np.repeat(np.arange(exits, dtype=np.int16), n),
-        "exit_name": pd.Categorical(np.repeat(np.asarray(model.exit_names), n), categories=list(model.exit_names)),
+        "exit_name": pd.Categorical(
+            np.repeat(np.asarray(model.exit_names), n), categories=list(model.exit_names)
+        ),
         "prediction": flat_i[:, 0],
         "correct_top1": flat_i[:, 0] == label,
         "correct_top5": (flat_i[:, :5] == label[:, None]).any(1),

@@ -34,8 +34,7 @@ from matplotlib.ticker import (
 )
 
 from adaptive_inference.config import METHODS
-from adaptive_inference.readoff import choose
-from adaptive_inference.robustness import BASELINES
+from adaptive_inference.readoff import BASELINES, choose
 
 DEFAULT_STYLE: dict[str, Any] = {
     "context": "notebook",  # seaborn context: paper, notebook, talk, poster

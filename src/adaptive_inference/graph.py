@@ -43,10 +43,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from adaptive_inference.config import LOSSES
 from adaptive_inference.costs import ANSWER, Costs, Key, decision_key, jump_key, segment_key
 from adaptive_inference.decision import PATH_EXTRA, STOP, own_feature_names, path_columns
 
-LOSSES = ("top1", "top5")
 KINDS = ("early_exit", "network_selection", "combined")
 
 __all__ = [

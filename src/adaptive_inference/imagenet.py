@@ -90,11 +90,14 @@ def _ground_truth_ids(devkit: str | Path | None, ground_truth: str | Path | None
         return [int(line) for line in path.read_text().split()]
     except ValueError as error:
         raise DatasetNotFoundError(
-            f"{path} is not an ILSVRC2012 ground-truth file (one integer class id per line): {error}"
+            f"{path} is not an ILSVRC2012 ground-truth file (one integer class id per line): "
+            f"{error}"
         ) from None
 
 
-def list_images(section: Mapping[str, Any], folder_key: str = "eval", num_classes: int | None = None) -> pd.DataFrame:
+def list_images(
+    section: Mapping[str, Any], folder_key: str = "eval", num_classes: int | None = None
+) -> pd.DataFrame:
     """The images of ``section[folder_key]`` with their wnid and class index, in a fixed order.
 
     Args:
@@ -133,16 +136,20 @@ def _class_folders(root: Path, per_class: int | None) -> pd.DataFrame:
         hint = (
             f" It holds {len(loose)} images directly: for the official flat validation folder set "
             "`data.imagenet.layout: flat` with the ground-truth file."
-            if loose else ""
+            if loose
+            else ""
         )
         raise DatasetNotFoundError(
-            f"{root} has no class folders; expected {root}/<wnid>/<image> (layout class_folders).{hint}"
+            f"{root} has no class folders; expected {root}/<wnid>/<image> "
+            f"(layout class_folders).{hint}"
         )
     rows = []
     for wnid in classes:
         files = _images_in(root / wnid)[:per_class]
         if not files:
-            raise DatasetNotFoundError(f"class folder {root / wnid} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
+            raise DatasetNotFoundError(
+                f"class folder {root / wnid} holds no images ({', '.join(IMAGE_EXTENSIONS)})."
+            )
         rows += [(str(f.relative_to(root)), wnid) for f in files]
     return pd.DataFrame(rows, columns=["file", "wnid"])
 
@@ -151,7 +158,9 @@ def _flat(root: Path, section: Mapping[str, Any], synsets: list[str] | None) -> 
     files = _images_in(root)
     if not files:
         folders = [p.name for p in root.iterdir() if p.is_dir()]
-        hint = " It holds class folders: set `data.imagenet.layout: class_folders`." if folders else ""
+        hint = (
+            " It holds class folders: set `data.imagenet.layout: class_folders`." if folders else ""
+        )
         raise DatasetNotFoundError(f"{root} holds no images (layout flat).{hint}")
     ids = _ground_truth_ids(section.get("devkit"), section.get("ground_truth"))
     if len(ids) != len(files):
@@ -210,7 +219,9 @@ def _check_image(path: str) -> str | None:
     return None
 
 
-def find_corrupt(root: str | Path, files: Sequence[str], workers: int = 1, progress: bool = True) -> dict[str, str]:
+def find_corrupt(
+    root: str | Path, files: Sequence[str], workers: int = 1, progress: bool = True
+) -> dict[str, str]:
     """Decode every image (in ``workers`` processes); the unreadable ones and why."""
     paths = [str(Path(root) / f) for f in files]
     bar = {"total": len(paths), "desc": "decode", "disable": not progress, "mininterval": 2.0}
@@ -252,7 +263,9 @@ def build_index(
         frame["example_id"] = np.arange(len(frame), dtype=np.int64)
     summary = {
         "root": str(root),
-        "layout": section.get("layout", "class_folders") if folder_key == "eval" else "class_folders",
+        "layout": section.get("layout", "class_folders")
+        if folder_key == "eval"
+        else "class_folders",
         "num_images": len(frame),
         "num_classes_present": int(frame["wnid"].nunique()),
         "skipped_corrupt": len(corrupt),
@@ -268,7 +281,9 @@ class ImageTable(Dataset):
     raises :class:`CorruptImageError` with its path.
     """
 
-    def __init__(self, index: pd.DataFrame, root: str | Path, transform: Callable | None = None) -> None:
+    def __init__(
+        self, index: pd.DataFrame, root: str | Path, transform: Callable | None = None
+    ) -> None:
         self.root = Path(root)
         self.files = index["file"].tolist()
         self.targets = index["label"].to_numpy(dtype=np.int64, copy=True)

@@ -137,7 +137,11 @@ def _overwrites_input(node: fx.Node, root: nn.Module) -> bool:
     ``F.relu(x, inplace=True)``, ``x.relu_()``)."""
     if node.op == "call_module":
         return bool(getattr(root.get_submodule(str(node.target)), "inplace", False))
-    if node.op == "call_method" and str(node.target).endswith("_") and not str(node.target).startswith("_"):
+    if (
+        node.op == "call_method"
+        and str(node.target).endswith("_")
+        and not str(node.target).startswith("_")
+    ):
         return True
     return bool(node.kwargs.get("inplace", False))
 
@@ -155,7 +159,11 @@ def _build_stage(
     graph = fx.Graph()
     x = graph.placeholder("x")
     members = set(nodes)
-    if any(_overwrites_input(user, root) and user.args and user.args[0] is source for user in source.users if user in members):
+    if any(
+        _overwrites_input(user, root) and user.args and user.args[0] is source
+        for user in source.users
+        if user in members
+    ):
         x = graph.call_method("clone", (x,))
     env: dict[fx.Node, fx.Node] = {source: x}
     for node in nodes:
@@ -190,7 +198,9 @@ def _modules_listed(names: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(n.split(".")[0] for n in names[1:]))  # names[0] is the input
 
 
-def split_network(network: nn.Module, exits: Sequence[str]) -> tuple[list[fx.GraphModule], list[str]]:
+def split_network(
+    network: nn.Module, exits: Sequence[str]
+) -> tuple[list[fx.GraphModule], list[str]]:
     """Cut ``network`` at the named nodes into a chain of stages; the last ends at its logits.
 
     Returns the stages and the names of their outputs (the exit points, then ``final``).
@@ -206,12 +216,18 @@ def split_network(network: nn.Module, exits: Sequence[str]) -> tuple[list[fx.Gra
         )
     positions = [names.index(nodes[e]) for e in exits]
     if positions != sorted(positions) or len(set(positions)) != len(positions):
-        raise PretrainedConfigError(f"exit points {list(exits)} must be distinct and in network order.")
+        raise PretrainedConfigError(
+            f"exit points {list(exits)} must be distinct and in network order."
+        )
     final = names[-1]
     if final in nodes.values():
-        raise PretrainedConfigError(f"{final!r} is the network's output: it is the final exit already.")
+        raise PretrainedConfigError(
+            f"{final!r} is the network's output: it is the final exit already."
+        )
     traced = create_feature_extractor(
-        network.eval(), return_nodes={**{nodes[e]: e for e in exits}, final: "final"}, suppress_diff_warning=True
+        network.eval(),
+        return_nodes={**{nodes[e]: e for e in exits}, final: "final"},
+        suppress_diff_warning=True,
     )
     outputs = next(n for n in traced.graph.nodes if n.op == "output").args[0]
     cuts = [outputs[e] for e in exits] + [outputs["final"]]
@@ -277,7 +293,9 @@ def pooled_features(
     model.eval().to(device)
     features: list[list[torch.Tensor]] = [[] for _ in range(model.num_exits - 1)]
     labels = []
-    for images, targets in tqdm(loader, desc="pooled features", disable=not progress, mininterval=2.0):
+    for images, targets in tqdm(
+        loader, desc="pooled features", disable=not progress, mininterval=2.0
+    ):
         x = images.to(device, non_blocking=True)
         for index, stage in enumerate(model.stages[:-1]):
             x = stage(x)
@@ -330,7 +348,9 @@ def train_exit_heads(
     with tqdm(total=steps, desc="exit heads", disable=not progress, mininterval=2.0) as bar:
         while step < steps:
             for batch in train[torch.randperm(len(train), generator=generator)].split(batch_size):
-                loss = sum(criterion(linear(f[batch]), y[batch]) for linear, f in zip(linears, feats))
+                loss = sum(
+                    criterion(linear(f[batch]), y[batch]) for linear, f in zip(linears, feats)
+                )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -341,13 +361,17 @@ def train_exit_heads(
                 bar.update()
                 if step in checkpoints:
                     row: dict[str, Any] = {
-                        "step": step, "epoch": step / per_epoch, "train_loss": total / seen,
+                        "step": step,
+                        "epoch": step / per_epoch,
+                        "train_loss": total / seen,
                         "seconds": time.perf_counter() - start,
                     }
                     with torch.inference_mode():
                         for name, linear, f in zip(model.exit_names, linears, feats):
                             right = linear(f[val]).argmax(1) == y[val]
-                            row[f"val_accuracy_{name}"] = float(right.float().mean()) if held else math.nan
+                            row[f"val_accuracy_{name}"] = (
+                                float(right.float().mean()) if held else math.nan
+                            )
                     rows.append(row)
                     total, seen, start = 0.0, 0, time.perf_counter()
                 if step == steps:
@@ -379,7 +403,9 @@ def head_training_set(data_cfg: Mapping[str, Any], splits: pd.DataFrame, transfo
             "the exit heads need training images: splits.fractions.head_train is 0 and "
             "data.imagenet.train is not set."
         )
-    return Subset(load_split(data_cfg, data_cfg["root"], train=False, transform=transform), ids.tolist())
+    return Subset(
+        load_split(data_cfg, data_cfg["root"], train=False, transform=transform), ids.tolist()
+    )
 
 
 def build_and_train(
@@ -397,12 +423,18 @@ def build_and_train(
     Returns the network (on the CPU), its spec and the heads' training curve (empty without
     intermediate exits).
     """
-    model = torchvision_network(model=options["model"], weights=options["weights"], exits=options.get("exits", []))
+    model = torchvision_network(
+        model=options["model"], weights=options["weights"], exits=options.get("exits", [])
+    )
     spec = pretrained_spec(options)
     if model.num_exits == 1:
         return model, spec, pd.DataFrame(columns=["step", "epoch", "train_loss", "seconds"])
-    dataset = head_training_set(data_cfg, splits, transforms_of(options["model"], options["weights"]))
-    batches = make_loader(dataset, loader["batch_size"], device=device, num_workers=loader["num_workers"])
+    dataset = head_training_set(
+        data_cfg, splits, transforms_of(options["model"], options["weights"])
+    )
+    batches = make_loader(
+        dataset, loader["batch_size"], device=device, num_workers=loader["num_workers"]
+    )
     features, labels = pooled_features(model, batches, device=device, progress=progress)
     curve = train_exit_heads(
         model,

@@ -26,7 +26,7 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
-from adaptive_inference.graph import LOSSES
+from adaptive_inference.config import LOSSES
 
 KEEP = [
     "point_id",
@@ -155,3 +155,33 @@ def operating_points(
     table = choose(points, loss_levels, metric=metric, confidence=confidence, methods=[method])
     trained = table["train_loss"].isin([metric, ""])
     return table[trained].reset_index(drop=True)
+
+
+# -------------------------------------------------------------------------------------------
+# Learned against the baselines (over the resplits of adaptive_inference.robustness)
+# -------------------------------------------------------------------------------------------
+
+BASELINES = ("myopic", "uniform", "cascade")
+"""The baselines the learned policy is held to (the oracle is a bound, single nodes are points
+of every curve)."""
+
+
+def learned_minus_baselines(table: pd.DataFrame) -> pd.DataFrame:
+    """Per scheme, resplit, metric and budget: learned's speedup minus each baseline's and
+    minus the best of them (a method with no point within a budget counts at speedup 1 there:
+    one can always run the reference alone); the learned and myopic policies as trained on the
+    metric."""
+    trained = table[
+        table["train_loss"].isin(["", np.nan]) | (table["train_loss"] == table["metric"])
+    ]
+    wide = trained.pivot_table(
+        index=["scheme", "resplit", "metric", "max_loss"],
+        columns="method",
+        values="speedup",
+        aggfunc="max",
+        dropna=False,
+    ).fillna(1.0)
+    baselines = [m for m in BASELINES if m in wide.columns]
+    out = pd.DataFrame({f"minus_{m}": wide["learned"] - wide[m] for m in baselines})
+    out["minus_best"] = wide["learned"] - wide[baselines].max(axis=1)
+    return out.reset_index()

@@ -4,9 +4,9 @@ against the baselines when the examples it learns on, is chosen on and is tested
 :func:`resplit_sweeps` deals the evaluation examples of policy_train, policy_validation and test
 again (stratified, a seed per resplit), runs the sweep on each resplit (no bootstrap) and reads
 every method's operating points off its validation curve, as the study does
-(:mod:`adaptive_inference.readoff`). :func:`learned_minus_baselines` turns that into the
-distribution of learned minus each baseline at each budget. A method with no point within a
-budget is counted at speedup 1 there (one can always run the reference alone).
+(:mod:`adaptive_inference.readoff`);
+:func:`~adaptive_inference.readoff.learned_minus_baselines` turns that into the distribution of
+learned minus each baseline at each budget.
 """
 
 from __future__ import annotations
@@ -19,12 +19,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from adaptive_inference.graph import StageGraph
+from adaptive_inference.readoff import BASELINES
 from adaptive_inference.splits import ids_of, resplit
 from adaptive_inference.sweep import run_sweep
-
-BASELINES = ("myopic", "uniform", "cascade")
-"""The baselines the learned policy is held to (the oracle is a bound, single nodes are points
-of every curve)."""
 
 
 def resplit_sweeps(
@@ -78,23 +75,3 @@ def resplit_sweeps(
         "within_budget",
     ]
     return pd.DataFrame(rows, columns=columns)
-
-
-def learned_minus_baselines(table: pd.DataFrame) -> pd.DataFrame:
-    """Per scheme, resplit, metric and budget: learned's speedup minus each baseline's and
-    minus the best of them (a method without a point counts at speedup 1); the learned and
-    myopic policies as trained on the metric."""
-    trained = table[
-        table["train_loss"].isin(["", np.nan]) | (table["train_loss"] == table["metric"])
-    ]
-    wide = trained.pivot_table(
-        index=["scheme", "resplit", "metric", "max_loss"],
-        columns="method",
-        values="speedup",
-        aggfunc="max",
-        dropna=False,
-    ).fillna(1.0)
-    baselines = [m for m in BASELINES if m in wide.columns]
-    out = pd.DataFrame({f"minus_{m}": wide["learned"] - wide[m] for m in baselines})
-    out["minus_best"] = wide["learned"] - wide[baselines].max(axis=1)
-    return out.reset_index()

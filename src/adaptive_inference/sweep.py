@@ -63,7 +63,8 @@ from adaptive_inference.baselines import (
     single_route,
     uniform_route,
 )
-from adaptive_inference.graph import LOSSES, Route, StageGraph
+from adaptive_inference.config import LOSSES, METHODS
+from adaptive_inference.graph import Route, StageGraph
 from adaptive_inference.policies import (
     NodeFeatures,
     TradeoffPolicy,
@@ -73,7 +74,6 @@ from adaptive_inference.policies import (
 )
 from adaptive_inference.readoff import choose, envelope, z_score
 
-METHODS = ("learned", "myopic", "uniform", "cascade", "oracle", "single")
 BOOTSTRAP_CHUNK = 128
 
 

@@ -49,7 +49,7 @@ class TrainConfig:
     exit_weights: Sequence[float] | None = None
 
     @classmethod
-    def from_config(cls, section: Mapping[str, Any]) -> "TrainConfig":
+    def from_config(cls, section: Mapping[str, Any]) -> TrainConfig:
         """From a training section; a key the run needs and the section lacks is an error."""
         names = [f.name for f in fields(cls)]
         missing = [n for n in names if n not in section and n != "exit_weights"]
@@ -127,7 +127,10 @@ def train(
     device = torch.device(device)
     model.to(device=device, memory_format=fmt)
     optimizer = torch.optim.SGD(
-        model.parameters(), lr=cfg.max_lr, momentum=cfg.momentum, nesterov=True,
+        model.parameters(),
+        lr=cfg.max_lr,
+        momentum=cfg.momentum,
+        nesterov=True,
         weight_decay=cfg.weight_decay,
     )
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -193,7 +196,9 @@ def plot_training_curve(curve: pd.DataFrame, path: Path | str, title: str = "") 
     ax_loss.plot(curve["step"], curve["train_loss"], marker="o")
     ax_loss.set(xlabel="optimizer step", ylabel="training loss (weighted exit CE)")
     if "train_accuracy" in curve:
-        ax_acc.plot(curve["step"], curve["train_accuracy"] * 100, marker="o", label="train (final exit)")
+        ax_acc.plot(
+            curve["step"], curve["train_accuracy"] * 100, marker="o", label="train (final exit)"
+        )
     for column in [c for c in curve.columns if c.startswith("val_accuracy_")]:
         label = f"held out ({column.removeprefix('val_accuracy_')})"
         ax_acc.plot(curve["step"], curve[column] * 100, marker="o", label=label)

@@ -35,7 +35,9 @@ SETTINGS = list(config["timing"]["batch_sizes"])  # latency, throughput
 # (an edit re-runs them); they live beside the Snakefile, wherever the results are written.
 NOTEBOOK_TEMPLATES = Path(workflow.basedir) / "notebooks"
 FIGURE_HELPERS = Path(workflow.basedir) / "src" / "adaptive_inference" / "figures.py"
-NOTEBOOK_SECTIONS = {name: name.split("_", 1)[1] for name in NOTEBOOKS}  # 2_early_exit: early_exit
+NOTEBOOK_SECTIONS = {
+    name: name.split("_", 1)[1] for name in NOTEBOOKS
+}  # 2_early_exit: early_exit
 ENV = "../../envs/environment.yaml"
 FASHION_MNIST_RAW = [
     "train-images-idx3-ubyte",
@@ -66,7 +68,9 @@ def get_dataset_files():
 
 def get_eval_files():
     """The prepared files of the evaluation set (ImageNet: its index, not the training one's)."""
-    return [path for path in get_dataset_files() if not path.endswith("train_index.parquet")]
+    return [
+        path for path in get_dataset_files() if not path.endswith("train_index.parquet")
+    ]
 
 
 def get_training_inputs(wildcards):
@@ -94,7 +98,10 @@ def get_pretrained_num_classes():
     from adaptive_inference.pretrained import num_classes_of
 
     counts = {
-        num_classes_of(config["networks"][n]["options"]["model"], config["networks"][n]["options"]["weights"])
+        num_classes_of(
+            config["networks"][n]["options"]["model"],
+            config["networks"][n]["options"]["weights"],
+        )
         for n in pretrained_networks(config)
     }
     if len(counts) > 1:
@@ -111,7 +118,11 @@ def get_data_params():
     """The data section as the rules that read images see it (without the other datasets'
     sections, so that their defaults never re-run anything)."""
     others = {"image_folder", "imagenet"} - {config["data"]["dataset"]}
-    return {k: v for k, v in config["data"].items() if k not in ("source", "download", *others)}
+    return {
+        k: v
+        for k, v in config["data"].items()
+        if k not in ("source", "download", *others)
+    }
 
 
 def get_network_params(wildcards):
@@ -212,15 +223,21 @@ def get_notebook_inputs(name):
             "splits": L.splits,
         }
     if name == "2_early_exit":
-        return {"points": L.policies(options["scheme"], "points.parquet"),
-                "headline": L.policies(options["scheme"], "speedup_at_loss.csv")}
+        return {
+            "points": L.policies(options["scheme"], "points.parquet"),
+            "headline": L.policies(options["scheme"], "speedup_at_loss.csv"),
+        }
     if name == "3_network_selection":
         schemes = options["schemes"] + options["compare_schemes"]
-        return {"points": get_policy_results("points.parquet", schemes),
-                "headline": get_policy_results("speedup_at_loss.csv", schemes)}
+        return {
+            "points": get_policy_results("points.parquet", schemes),
+            "headline": get_policy_results("speedup_at_loss.csv", schemes),
+        }
     if name == "4_exit_proportions":
-        return {"points": get_policy_results("points.parquet", options["schemes"]),
-                "nodes": get_policy_results("nodes.parquet", options["schemes"])}
+        return {
+            "points": get_policy_results("points.parquet", options["schemes"]),
+            "nodes": get_policy_results("nodes.parquet", options["schemes"]),
+        }
     if name == "5_oracle":
         return {"points": get_policy_results("points.parquet", options["schemes"])}
     if name == "6_summary":
@@ -232,7 +249,10 @@ def get_notebook_inputs(name):
             "splits": L.splits,
         }
     if name == "7_runtime":
-        return {kind: get_runtime_results(f"{kind}.parquet") for kind in ("speedups", "segments", "examples")}
+        return {
+            kind: get_runtime_results(f"{kind}.parquet")
+            for kind in ("speedups", "segments", "examples")
+        }
     raise ValueError(f"unknown notebook {name}")
 
 
@@ -283,7 +303,10 @@ def get_index_pages():
             "name": name,
             "html": str(Path(L.notebook(name, "html")).relative_to(L.root)),
             "notebook": str(Path(L.notebook(name, "ipynb")).relative_to(L.root)),
-            "figures": [str(Path(path).relative_to(L.root)) for path in get_figure_files(name, formats=("png",))],
+            "figures": [
+                str(Path(path).relative_to(L.root))
+                for path in get_figure_files(name, formats=("png",))
+            ],
         }
         for name in figure_notebooks(config)
     ]
@@ -293,7 +316,11 @@ def get_rendered_notebooks():
     """Every rendered notebook, its executed notebook and its figures, and the index."""
     outputs = []
     for name in figure_notebooks(config):
-        outputs += [L.notebook(name, "ipynb"), L.notebook(name, "html"), *get_figure_files(name)]
+        outputs += [
+            L.notebook(name, "ipynb"),
+            L.notebook(name, "html"),
+            *get_figure_files(name),
+        ]
     return outputs + [L.index]
 
 

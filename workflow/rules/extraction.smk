@@ -8,13 +8,27 @@ rule extract_predictions:
         get_eval_files(),
         model=L.network("{network}"),
     output:
-        probs=L.shard("{network}", "{shard}", "npy") if SHARDED else L.predictions("{network}", "probs.npy"),
-        table=L.shard("{network}", "{shard}", "parquet") if SHARDED else L.predictions("{network}"),
-        manifest=L.shard("{network}", "{shard}", "json") if SHARDED else L.predictions("{network}", "manifest.json"),
+        probs=(
+            L.shard("{network}", "{shard}", "npy")
+            if SHARDED
+            else L.predictions("{network}", "probs.npy")
+        ),
+        table=(
+            L.shard("{network}", "{shard}", "parquet")
+            if SHARDED
+            else L.predictions("{network}")
+        ),
+        manifest=(
+            L.shard("{network}", "{shard}", "json")
+            if SHARDED
+            else L.predictions("{network}", "manifest.json")
+        ),
     log:
         L.log("extract_predictions", "{network}/{shard}" if SHARDED else "{network}"),
     benchmark:
-        L.benchmark("extract_predictions", "{network}/{shard}" if SHARDED else "{network}")
+        L.benchmark(
+            "extract_predictions", "{network}/{shard}" if SHARDED else "{network}"
+        )
     conda:
         ENV
     threads: workflow.cores

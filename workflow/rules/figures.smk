@@ -11,9 +11,9 @@ for name in figure_notebooks(config):
         name:
             f"notebook_{NOTEBOOK_SECTIONS[name]}"
         input:
+            **get_notebook_inputs(name),
             notebook=NOTEBOOK_TEMPLATES / f"{name}.ipynb",
             helpers=FIGURE_HELPERS,
-            **get_notebook_inputs(name),
         output:
             notebook=L.notebook(name, "ipynb"),
             html=L.notebook(name, "html"),

@@ -24,7 +24,10 @@ rule measure_runtime:
         gpu=1 if config["device"] == "cuda" else 0,
     params:
         scheme=lambda wildcards: config["policies"]["schemes"][wildcards.scheme],
-        policies={k: config["policies"][k] for k in ("setting", "topk", "path_features", "operating_points")},
+        policies={
+            k: config["policies"][k]
+            for k in ("setting", "topk", "path_features", "operating_points")
+        },
         reference=reference_network(config),
         runtime=config["runtime"],
         throughput_batch=config["timing"]["batch_sizes"]["throughput"],

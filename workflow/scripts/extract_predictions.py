@@ -16,7 +16,9 @@ with job_log(snakemake.log[0]) as log:
     device = resolve_device(p.device)
     apply_compute(p.compute)
     model, spec = load_network(snakemake.input.model, with_spec=True)
-    transform = transforms_of(spec["model"], spec["weights"]) if spec["arch"] == "torchvision" else None
+    transform = (
+        transforms_of(spec["model"], spec["weights"]) if spec["arch"] == "torchvision" else None
+    )
     dataset, first_id = load_split(p.data, p.data["root"], train=False, transform=transform), 0
     index = getattr(snakemake.wildcards, "shard", None)
     if index is not None:
@@ -35,6 +37,8 @@ with job_log(snakemake.log[0]) as log:
         first_id=first_id,
     )
     result.manifest.update(network=snakemake.wildcards.network, threads=snakemake.threads)
-    accuracy = result.table.groupby("exit_name", observed=True)[["correct_top1", "correct_top5"]].mean()
+    accuracy = result.table.groupby("exit_name", observed=True)[
+        ["correct_top1", "correct_top5"]
+    ].mean()
     log.info("accuracy on these examples:\n%s", accuracy.to_string())
     result.write(out.probs, out.table, out.manifest)

@@ -1,4 +1,5 @@
-"""Split the evaluation set into head-training, policy-training and test parts (rule make_splits)."""
+"""Split the evaluation set into head-training, policy-training, policy-validation and test parts
+(rule make_splits)."""
 
 from adaptive_inference.data import labels_of, load_split
 from adaptive_inference.io import write_parquet

@@ -1,4 +1,5 @@
-"""Merge one network's extraction shards into the tables of a single extraction (rule extract_predictions)."""
+"""Merge one network's extraction shards into the tables of a single extraction (rule
+merge_predictions)."""
 
 from adaptive_inference.extraction import Extraction, merge_extractions
 from adaptive_inference.joblog import job_log

@@ -11,13 +11,20 @@ with job_log(snakemake.log[0]) as log:
     p, inputs = snakemake.params, snakemake.input
     setting = p.policies["setting"]
     study = study_from_files(
-        snakemake.wildcards.scheme, p.scheme, p.policies, p.reference,
+        snakemake.wildcards.scheme,
+        p.scheme,
+        p.policies,
+        p.reference,
         predictions={n: inputs[f"predictions_{n}"] for n in p.scheme["networks"]},
-        costs={setting: inputs[f"costs_{setting}"]}, splits=inputs.splits,
+        costs={setting: inputs[f"costs_{setting}"]},
+        splits=inputs.splits,
     )
     table = resplit_sweeps(
-        study.graph(setting), study.splits, p.splits["fractions"],
-        resplits=p.robustness["resplits"], seed=p.robustness["seed"],
+        study.graph(setting),
+        study.splits,
+        p.splits["fractions"],
+        resplits=p.robustness["resplits"],
+        seed=p.robustness["seed"],
         options=sweep_options(p.policies),
     )
     log.info("over %d resplits:\n%s", p.robustness["resplits"], table.to_string())

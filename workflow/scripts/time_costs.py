@@ -34,29 +34,65 @@ with job_log(snakemake.log[0]) as log:
     }
     structures = [
         scheme_structure(
-            entry["graph"], {n: list(networks[n].exit_names) for n in entry["networks"]},
+            entry["graph"],
+            {n: list(networks[n].exit_names) for n in entry["networks"]},
             path_features=p.costs["path_features"],
         )
         for entry in p.costs["schemes"].values()
     ]
     sizes = [1] if setting == "latency" else timing_batch_sizes(p.costs["batch_size"])
-    log.info("timing %s at batch sizes %s, %d rounds, on %s with %d threads", setting, sizes,
-             p.costs["rounds"], device, torch.get_num_threads())
+    log.info(
+        "timing %s at batch sizes %s, %d rounds, on %s with %d threads",
+        setting,
+        sizes,
+        p.costs["rounds"],
+        device,
+        torch.get_num_threads(),
+    )
     table = measure_costs(
-        networks, structures, input_shapes=shapes, reference=p.costs["reference"],
-        batch_sizes=sizes, rounds=p.costs["rounds"], warmup=p.costs["warmup"],
-        topk=p.costs["topk"], device=device, **compute_options(p.compute),
+        networks,
+        structures,
+        input_shapes=shapes,
+        reference=p.costs["reference"],
+        batch_sizes=sizes,
+        rounds=p.costs["rounds"],
+        warmup=p.costs["warmup"],
+        topk=p.costs["topk"],
+        device=device,
+        **compute_options(p.compute),
         capture=capture_reason(device, p.compute["cuda_graphs"]) is None,
     )
-    log.info("costs:\n%s", table.drop(columns=["kind", "network", "source", "exit", "steps", "reads"]).to_string())
-    main = table[(table["batch_size"] == max(sizes)) & (table["kind"] == "segment") & (table["source"] < 0)]
-    full = {n: main.loc[(main["network"] == n) & (main["exit"] == networks[n].num_exits - 1), "per_example_ms"].iloc[0]
-            for n in networks}
+    log.info(
+        "costs:\n%s",
+        table.drop(columns=["kind", "network", "source", "exit", "steps", "reads"]).to_string(),
+    )
+    main = table[
+        (table["batch_size"] == max(sizes)) & (table["kind"] == "segment") & (table["source"] < 0)
+    ]
+    full = {
+        n: main.loc[
+            (main["network"] == n) & (main["exit"] == networks[n].num_exits - 1), "per_example_ms"
+        ].iloc[0]
+        for n in networks
+    }
     order = list(networks)
     if [full[n] for n in order] != sorted(full[n] for n in order):
-        log.warning("the networks are not listed cheapest first (%s): the graphs take the config's order", full)
+        log.warning(
+            "the networks are not listed cheapest first (%s): the graphs take the config's order",
+            full,
+        )
     write_parquet(table, snakemake.output.costs)
-    env = environment(device, batch_sizes={setting: sizes}, malloc_pinned=pinned, **compute_options(p.compute))
-    write_json({"setting": setting, "batch_sizes": sizes, "rounds": p.costs["rounds"],
-                "warmup_rounds": p.costs["warmup"], "full_network_ms": full, "environment": env},
-               snakemake.output.summary)
+    env = environment(
+        device, batch_sizes={setting: sizes}, malloc_pinned=pinned, **compute_options(p.compute)
+    )
+    write_json(
+        {
+            "setting": setting,
+            "batch_sizes": sizes,
+            "rounds": p.costs["rounds"],
+            "warmup_rounds": p.costs["warmup"],
+            "full_network_ms": full,
+            "environment": env,
+        },
+        snakemake.output.summary,
+    )

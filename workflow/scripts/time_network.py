@@ -1,6 +1,5 @@
-"""Caffe-style per-layer timing of one network at the latency and throughput batch sizes (rule time_network)."""
-
-import torch
+"""Caffe-style per-layer timing of one network at the latency and throughput batch sizes (rule
+time_network): the breakdown of where its time goes."""
 
 from adaptive_inference.device import resolve_device
 from adaptive_inference.io import write_json, write_parquet

@@ -22,12 +22,22 @@ def train_family_network(p, device, log):
         full, [held_out, len(full) - held_out], generator=generator
     )
     spec = network_spec(
-        p.network["arch"], p.network["options"], num_classes=num_classes(full), input_shape=input_shape(full)
+        p.network["arch"],
+        p.network["options"],
+        num_classes=num_classes(full),
+        input_shape=input_shape(full),
     )
     seed_everything(seed)  # the initial weights, then training, from the config's seed
     model = build_network(**spec)
     cfg = TrainConfig.from_config(p.network["training"])
-    log.info("training %s: %s on %d examples (%d held out), %s", snakemake.wildcards.network, spec, len(train_set), held_out, cfg)
+    log.info(
+        "training %s: %s on %d examples (%d held out), %s",
+        snakemake.wildcards.network,
+        spec,
+        len(train_set),
+        held_out,
+        cfg,
+    )
     curve = train(model, train_set, cfg, val_set=val_set, device=device)
     return model, spec, curve
 
