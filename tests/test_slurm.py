@@ -61,9 +61,12 @@ POLICY_TABLE = "results/policies/{scheme}/points.parquet"
 SLURM_ARGS = [
     # each job's block (rule, log, outputs, threads, resources), which profiles/default hides:
     # the test reads what each job asked for there (first: --quiet takes the values that follow)
-    "--quiet", "host",
-    "--slurm-status-command", "squeue",
-    "--slurm-init-seconds-before-status-checks", "2",
+    "--quiet",
+    "host",
+    "--slurm-status-command",
+    "squeue",
+    "--slurm-init-seconds-before-status-checks",
+    "2",
     "--slurm-keep-successful-logs",
 ]
 RUN_TIMEOUT = 900  # seconds, per Snakemake run
@@ -143,8 +146,9 @@ def cluster() -> Iterator[Cluster]:
         unavailable(reason)
 
     try:
-        start = subprocess.run([str(SCRIPT), "start"], env=env, capture_output=True, text=True,
-                               timeout=900)
+        start = subprocess.run(
+            [str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=900
+        )
     except subprocess.TimeoutExpired:
         give_up("the local SLURM cluster did not start within 15 minutes")
     if start.returncode != 0:
@@ -155,12 +159,18 @@ def cluster() -> Iterator[Cluster]:
     env["SLURM_CONF"] = exports[1]
     env["PATH"] = f"{exports[2]}:{env['PATH']}"
     try:
-        node = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %c %m"], env=env, check=True,
-                              capture_output=True, text=True).stdout.split()
+        node = subprocess.run(
+            ["sinfo", "-h", "-N", "-o", "%N %c %m"],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split()
         yield Cluster(env=env, node=node[0], cpus=int(node[1]), memory_mb=int(node[2]))
     finally:
-        stop = subprocess.run([str(SCRIPT), "stop"], env=env, capture_output=True, text=True,
-                              timeout=300)
+        stop = subprocess.run(
+            [str(SCRIPT), "stop"], env=env, capture_output=True, text=True, timeout=300
+        )
         assert stop.returncode == 0, stop.stderr
         assert not processes_of(state), f"processes left behind: {processes_of(state)}"
         shutil.rmtree(state, ignore_errors=True)
@@ -200,7 +210,7 @@ def parse_jobs(text: str) -> dict[str, Job]:
         start = re.fullmatch(r"(?:local)?rule (\w+):", line.rstrip())
         if start:
             fields = {}
-            for entry in lines[i + 1:]:
+            for entry in lines[i + 1 :]:
                 if not entry.startswith("    "):
                     break
                 key, _, value = entry.strip().partition(": ")
@@ -218,8 +228,17 @@ def parse_jobs(text: str) -> dict[str, Job]:
 
 def study_command(workdir: Path, profile: list[Path], *args: str, config: Path) -> list[str]:
     profiles = [arg for p in profile for arg in ("--profile", str(p))]
-    return [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-            *profiles, *args, "--configfile", str(config)]
+    return [
+        *SNAKEMAKE,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        *profiles,
+        *args,
+        "--configfile",
+        str(config),
+    ]
 
 
 def policy_targets(config: dict) -> list[str]:
@@ -260,9 +279,9 @@ def fit_memory(profile_dir: Path, cluster: Cluster, extra: dict | None = None) -
     for rule, values in (extra or {}).items():
         per_rule.setdefault(rule, {}).update(values)
     profile_dir.mkdir(parents=True, exist_ok=True)
-    (profile_dir / "config.yaml").write_text(yaml.safe_dump(
-        {"default-resources": scaled(default), "set-resources": per_rule}
-    ))
+    (profile_dir / "config.yaml").write_text(
+        yaml.safe_dump({"default-resources": scaled(default), "set-resources": per_rule})
+    )
     return profile_dir
 
 
@@ -339,8 +358,14 @@ def study(cluster, tmp_path_factory) -> Study:
         workdir = base / name
         workdir.mkdir()
         (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-        command = study_command(workdir, [REPO / "profiles" / "default"], "--cores", cores,
-                                *targets, config=workdir / "config.yaml")
+        command = study_command(
+            workdir,
+            [REPO / "profiles" / "default"],
+            "--cores",
+            cores,
+            *targets,
+            config=workdir / "config.yaml",
+        )
         log = open(base / f"{name}-run.log", "w")  # closed by finish_local
         process = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
         return name, workdir, process, log, time.monotonic()
@@ -365,24 +390,32 @@ def study(cluster, tmp_path_factory) -> Study:
     finally:
         local = finish_local(local_run)
     print(f"wall time (s): {json.dumps({k: round(v) for k, v in seconds.items()})}")
-    return Study(local=local, run_local_again=lambda: finish_local(start_local("local-again")),
-                 targets=targets, seconds=seconds, **slurm_runs)
+    return Study(
+        local=local,
+        run_local_again=lambda: finish_local(start_local("local-again")),
+        targets=targets,
+        seconds=seconds,
+        **slurm_runs,
+    )
 
 
-def run_slurm(base: Path, cluster: Cluster, config: dict, targets: list[str], cores: str,
-              seconds: dict) -> dict:
+def run_slurm(
+    base: Path, cluster: Cluster, config: dict, targets: list[str], cores: str, seconds: dict
+) -> dict:
     """The SLURM run, its fault, and the re-run (see the module's doc)."""
     slurm = base / "slurm"
     slurm.mkdir()
     (slurm / "config.yaml").write_text(yaml.safe_dump(config))
     profiles = [SLURM_PROFILE, fit_memory(base / "fit-memory", cluster)]
-    command = study_command(slurm, profiles, "--cores", cores, *SLURM_ARGS, *targets,
-                            config=slurm / "config.yaml")
+    command = study_command(
+        slurm, profiles, "--cores", cores, *SLURM_ARGS, *targets, config=slurm / "config.yaml"
+    )
     output = base / "slurm-run.log"
     began = time.monotonic()
     with open(output, "w") as handle:
-        process = subprocess.Popen(command, cwd=slurm, env=cluster.env, stdout=handle,
-                                   stderr=subprocess.STDOUT, text=True)
+        process = subprocess.Popen(
+            command, cwd=slurm, env=cluster.env, stdout=handle, stderr=subprocess.STDOUT, text=True
+        )
         try:
             victim = wait_for_victim(process, output, slurm, timeout=RUN_TIMEOUT)
             cluster.run("scancel", victim.slurm_id)
@@ -404,19 +437,35 @@ def run_slurm(base: Path, cluster: Cluster, config: dict, targets: list[str], co
 
     # The re-run: the killed job's rule also asks for a GPU (the node's stand-in), so that one
     # job shows how a gpu resource reaches the scheduler.
-    rerun_profiles = [SLURM_PROFILE,
-                      fit_memory(base / "fit-memory-gpu", cluster, {victim.rule: {"gpu": 1}})]
-    command = study_command(slurm, rerun_profiles, "--cores", cores, *SLURM_ARGS, *targets,
-                            config=slurm / "config.yaml")
+    rerun_profiles = [
+        SLURM_PROFILE,
+        fit_memory(base / "fit-memory-gpu", cluster, {victim.rule: {"gpu": 1}}),
+    ]
+    command = study_command(
+        slurm, rerun_profiles, "--cores", cores, *SLURM_ARGS, *targets, config=slurm / "config.yaml"
+    )
     began = time.monotonic()
-    rerun = subprocess.run(command, cwd=slurm, env=cluster.env, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, timeout=RUN_TIMEOUT)
+    rerun = subprocess.run(
+        command,
+        cwd=slurm,
+        env=cluster.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
     seconds["slurm_rerun"] = time.monotonic() - began
     return dict(
-        slurm=slurm, failed=failed, rerun=rerun, failed_jobs=failed_jobs,
-        rerun_jobs=parse_jobs(rerun.stdout), victim=victim,
-        victim_state_after_failure=victim_state, partial_after_failure=partial,
-        outputs_after_failure=outputs, profiles={"failed": profiles, "rerun": rerun_profiles},
+        slurm=slurm,
+        failed=failed,
+        rerun=rerun,
+        failed_jobs=failed_jobs,
+        rerun_jobs=parse_jobs(rerun.stdout),
+        victim=victim,
+        victim_state_after_failure=victim_state,
+        partial_after_failure=partial,
+        outputs_after_failure=outputs,
+        profiles={"failed": profiles, "rerun": rerun_profiles},
     )
 
 
@@ -428,8 +477,8 @@ def test_the_killed_job_is_reported_and_leaves_nothing_half_written(study, clust
     state = study.victim_state_after_failure
     assert state["JobState"] == "CANCELLED", state
     assert study.failed.returncode != 0, text
-    error = text[text.index(f"Error in rule {victim.rule}:"):]
-    error = error[:error.index("\n\n") if "\n\n" in error else None]
+    error = text[text.index(f"Error in rule {victim.rule}:") :]
+    error = error[: error.index("\n\n") if "\n\n" in error else None]
     assert "CANCELLED" in error and f"external_jobid: {victim.slurm_id}" in error, error
     # both logs named: the rule's and SLURM's
     for log in [*victim.paths("log"), victim.slurm_log]:
@@ -557,7 +606,8 @@ def compare(a: Path, b: Path, name: str, shape_only: bool = False) -> str | None
 
             wa, wb = torch.load(a, weights_only=False), torch.load(b, weights_only=False)
             assert {k: v.shape for k, v in wa["state_dict"].items()} == {
-                k: v.shape for k, v in wb["state_dict"].items()}, name
+                k: v.shape for k, v in wb["state_dict"].items()
+            }, name
         elif name.endswith(".csv"):
             assert list(pd.read_csv(a).columns) == list(pd.read_csv(b).columns), name
         return "shape"
@@ -617,9 +667,13 @@ def test_outputs_equal_the_local_run(study):
       move with the timing, as they would between two local runs. The other policy files are
       only present.
     """
+
     def files(root: Path) -> set[str]:
-        return {str(p.relative_to(root)) for p in (root / "results").rglob("*")
-                if p.is_file() and not {"logs", "benchmarks"} & set(p.relative_to(root).parts)}
+        return {
+            str(p.relative_to(root))
+            for p in (root / "results").rglob("*")
+            if p.is_file() and not {"logs", "benchmarks"} & set(p.relative_to(root).parts)
+        }
 
     local, slurm = files(study.local), files(study.slurm)
     assert local == slurm, local ^ slurm
@@ -630,8 +684,10 @@ def test_outputs_equal_the_local_run(study):
     assert compared["shape"] and compared["policy"], compared
     if study.unreproducible:
         # Not SLURM's doing: tell, and compare those files for their shape only.
-        pytest.xfail(f"two local runs of the workflow differ in {study.unreproducible}: the "
-                     "SLURM run was compared with them for shape only; everything else matched")
+        pytest.xfail(
+            f"two local runs of the workflow differ in {study.unreproducible}: the "
+            "SLURM run was compared with them for shape only; everything else matched"
+        )
     kinds = {Path(n).parts[1] for n in compared["exact"]}
     assert {"splits", "networks", "predictions"} <= kinds, compared
 
@@ -657,7 +713,8 @@ def compare_points(local: pd.DataFrame, slurm: pd.DataFrame, name: str, shape_on
 
 
 @pytest.mark.xfail(
-    strict=True, raises=AssertionError,
+    strict=True,
+    raises=AssertionError,
     reason="a job script killed by SIGTERM (scancel, a time limit, preemption) while writing an "
     "output leaves its .partial file: atomic_path's cleanup runs on exceptions only, and Python "
     "dies of SIGTERM without unwinding. Fix (src/): turn SIGTERM into an exception in the job "
@@ -674,8 +731,11 @@ def test_sigterm_while_writing_leaves_no_partial_file(tmp_path):
         "    print('writing', flush=True)\n"
         "    time.sleep(60)\n"
     )
-    process = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "out.parquet")],
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path / "out.parquet")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert process.stdout.readline().strip() == "writing"
         process.terminate()  # SIGTERM
