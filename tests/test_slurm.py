@@ -712,27 +712,22 @@ def compare_points(local: pd.DataFrame, slurm: pd.DataFrame, name: str, shape_on
     same_frames(a, b, f"{name}, cost-free points")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a job script killed by SIGTERM (scancel, a time limit, preemption) while writing an "
-    "output leaves its .partial file: atomic_path's cleanup runs on exceptions only, and Python "
-    "dies of SIGTERM without unwinding. Fix (src/): turn SIGTERM into an exception in the job "
-    "scripts (e.g. in joblog.job_log: signal.signal(SIGTERM, lambda *_: sys.exit(143))).",
-)
 def test_sigterm_while_writing_leaves_no_partial_file(tmp_path):
-    """What SLURM does to a cancelled job (SIGTERM, then SIGKILL after KillWait), to a script
-    in the middle of an atomic write. No cluster needed: the signal is the same."""
+    """What SLURM does to a cancelled job (SIGTERM, then SIGKILL after KillWait), to a job
+    script (its body inside job_log, as every workflow script's) in the middle of an atomic
+    write. No cluster needed: the signal is the same."""
     script = (
         "import sys, time\n"
         "from adaptive_inference.io import atomic_path\n"
-        "with atomic_path(sys.argv[1]) as tmp:\n"
+        "from adaptive_inference.joblog import job_log\n"
+        "real = sys.stdout\n"
+        "with job_log(sys.argv[2]), atomic_path(sys.argv[1]) as tmp:\n"
         "    tmp.write_bytes(b'half')\n"
-        "    print('writing', flush=True)\n"
+        "    print('writing', file=real, flush=True)\n"
         "    time.sleep(60)\n"
     )
     process = subprocess.Popen(
-        [sys.executable, "-c", script, str(tmp_path / "out.parquet")],
+        [sys.executable, "-c", script, str(tmp_path / "out.parquet"), str(tmp_path / "job.log")],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -742,5 +737,7 @@ def test_sigterm_while_writing_leaves_no_partial_file(tmp_path):
         process.wait(timeout=30)
     finally:
         process.kill()
+    assert process.returncode == 143
     assert not (tmp_path / "out.parquet").exists()
     assert not list(tmp_path.glob("*.partial")), "a .partial file is left behind"
+    assert "terminated (exit 143)" in (tmp_path / "job.log").read_text()
