@@ -12,7 +12,8 @@ one device and thread count, on the same test images:
   system's latency the mean over the examples;
 * **batched** (throughput): each system classifies the whole stream, rebatched
   (:meth:`~adaptive_inference.runtime.AdaptiveRuntime.run_stream`), the systems' order rotating
-  from pass to pass; a system's time is its median over the passes.
+  from pass to pass (:data:`STREAMS_PER_PASS` of them after each batch-1 pass); a system's
+  time is its median over them.
 
 **Predicted** is the point's simulated route on the same examples priced by the joint timing
 job's costs (:mod:`adaptive_inference.cost_timing`): at batch 1 the latency costs, as the
@@ -62,6 +63,9 @@ from adaptive_inference.segments import Segment
 from adaptive_inference.study import Study
 
 REFERENCE = "reference"
+STREAMS_PER_PASS = 3
+"""Rebatched passes per batch-1 pass: a stream lasts a tenth of a batch-1 pass, and its time is
+the median of more passes."""
 INSTRUMENTED = 500
 """Examples of the instrumented batch-1 pass (where the time goes; the stream's is whole)."""
 MODES = {"batch1": "latency", "batched": "throughput"}
@@ -388,7 +392,8 @@ def measure_scheme(
         ) as bar:
             for order in _rotations(names, settings.repeats):
                 latency.append(latency_pass(systems, xs, settings.block_size, bar))
-                streams.append(stream_pass(streams_of, x, settings.batch_size, order))
+                for _ in range(STREAMS_PER_PASS):
+                    streams.append(stream_pass(streams_of, x, settings.batch_size, order))
         instrumented = {
             name: {
                 "batch1": instrumented_pass(system, xs[:INSTRUMENTED], None, 1),
