@@ -5,13 +5,16 @@ the evaluation set (docs/method.md, "Operating points"): fitted on ``policy_trai
 on ``policy_validation``, **reported** on ``test``. For a loss budget ``X`` (points of top-1 or
 top-5 accuracy against the reference), :func:`choose` takes the point with the best validation
 speedup among those whose validation loss is within the budget with confidence: the upper
-confidence bound ``val_loss + z * val_loss_se <= X`` (``z`` the one-sided normal
-quantile of ``confidence``; ``val_loss_se`` the standard error of the paired per-example loss
-difference). The test split only reports the
-chosen point. Choosing on validation keeps the test numbers unbiased; the bound keeps the
-realised test loss within the budget most of the time: the chosen point's true loss sits near
-``X - z * se``, so about ``confidence`` of the time for one point, less where the choice among
-many neighbouring points picks a lucky one. How often it holds is measured over resplits
+confidence bound ``monotone_loss + z * val_loss_se <= X`` (``z`` the one-sided normal quantile
+of ``confidence``; ``val_loss_se`` the standard error of the paired per-example loss
+difference). ``monotone_loss`` (:func:`monotone_loss`) is the curve's validation loss made
+non-increasing in cost by isotonic regression: along a curve, more compute buys accuracy, and
+a cheap point whose validation loss dips below that of costlier ones is mostly a dip of the
+validation sample, which the choice among many neighbouring points would otherwise pick (the
+winner's curse: it overshot budgets on test, and made the choice jump between two runs whose
+costs differed by a few percent). The test split only reports the chosen point. Choosing on
+validation keeps the test numbers unbiased; the bound keeps the realised test loss within the
+budget most of the time. How often it holds is measured over resplits
 (:mod:`adaptive_inference.robustness`).
 
 :func:`envelope` is the optimistic reading: the best *test* point within the budget (the test
@@ -25,6 +28,7 @@ from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
+from sklearn.isotonic import isotonic_regression
 
 from adaptive_inference.config import LOSSES
 
@@ -49,9 +53,31 @@ def z_score(confidence: float) -> float:
     return NormalDist().inv_cdf(confidence)
 
 
+def monotone_loss(loss: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """``loss`` (last axis: a curve's points; rows: resamples) made non-increasing in cost by
+    isotonic regression (adjacent violators pooled); ``order`` sorts the points by cost,
+    cheapest first."""
+    ranked = np.atleast_2d(np.take(np.asarray(loss, dtype=np.float64), order, axis=-1))
+    fitted = np.stack([isotonic_regression(row, increasing=False) for row in ranked])
+    out = np.empty_like(fitted)
+    np.put_along_axis(out, np.broadcast_to(order, fitted.shape), fitted, axis=-1)
+    return out.reshape(np.shape(loss))
+
+
+def cost_order(points: pd.DataFrame) -> np.ndarray:
+    """The positions of ``points`` sorted by validation cost, cheapest first (ties in table
+    order)."""
+    return np.lexsort((np.arange(len(points)), points["val_cost_ms"].to_numpy()))
+
+
 def upper_bound(points: pd.DataFrame, metric: str, confidence: float) -> pd.Series:
-    """Each point's validation loss plus its confidence margin (points of ``metric``)."""
-    return points[f"val_{metric}_loss"] + z_score(confidence) * points[f"val_{metric}_loss_se"]
+    """Each point's monotone validation loss (within its scheme, method and training loss) plus
+    its confidence margin (points of ``metric``)."""
+    bound = pd.Series(np.nan, index=points.index)
+    for _, group in points.groupby(GROUPS, sort=False):
+        loss = group[f"val_{metric}_loss"].to_numpy()
+        bound[group.index] = monotone_loss(loss, cost_order(group))
+    return bound + z_score(confidence) * points[f"val_{metric}_loss_se"]
 
 
 def _check(metric: str) -> None:

@@ -72,7 +72,7 @@ from adaptive_inference.policies import (
     standardize,
     threshold_policy,
 )
-from adaptive_inference.readoff import choose, envelope, z_score
+from adaptive_inference.readoff import choose, cost_order, envelope, monotone_loss, z_score
 
 BOOTSTRAP_CHUNK = 128
 
@@ -678,6 +678,7 @@ def _interval_with_choice(
         if key[1] == "oracle":
             group = group[group["variant"] == metric]
         groups[key] = group.index.to_numpy()
+    orders = {key: cost_order(points.loc[idx]) for key, idx in groups.items()}
     columns = np.unique(np.concatenate(list(groups.values())))
     position = {c: i for i, c in enumerate(columns)}
     k = len(columns)
@@ -704,11 +705,12 @@ def _interval_with_choice(
         offsets = (draws + (np.arange(size) * n_test)[:, None]).ravel()
         counts = np.bincount(offsets, minlength=size * n_test).reshape(size, n_test)
         val_speedup = ref_ms / vm[:, :k]
-        ucb = vm[:, k:] + margin[columns]
         chosen_cols = np.full((size, len(picks)), -1)
         for g, (scheme, method, train_loss, budget) in enumerate(picks):
             cols = np.array([position[c] for c in groups[(scheme, method, train_loss)]])
-            ok = ucb[:, cols] <= budget / 100
+            order = orders[(scheme, method, train_loss)]
+            ucb = monotone_loss(vm[:, k + cols], order) + margin[columns[cols]]
+            ok = ucb <= budget / 100
             best = cols[np.where(ok, val_speedup[:, cols], -np.inf).argmax(axis=1)]
             chosen_cols[:, g] = np.where(ok.any(axis=1), columns[best], -1)
         used, slot = np.unique(np.maximum(chosen_cols, 0), return_inverse=True)
