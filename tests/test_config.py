@@ -241,8 +241,13 @@ def test_no_code_default_restates_a_compute_or_training_default():
 def test_network_training_overrides_the_defaults(default):
     merged = network_training(default, "exit_resnet")
     assert merged["exit_weights"] == [0.3, 0.3, 1.0] and merged["batch_size"] == 256
-    assert merged["steps"] == 860 and network_training(default, "small_cnn")["steps"] == 600
-    assert network_training(default, "small_cnn")["max_lr"] == default["training"]["max_lr"]
+    own = default["networks"]["exit_resnet"]["training"]
+    assert merged["steps"] == own["steps"] != default["training"]["steps"]
+    small_cnn = network_training(default, "small_cnn")
+    assert small_cnn["steps"] == default["networks"]["small_cnn"]["training"]["steps"]
+    assert small_cnn["max_lr"] == default["training"]["max_lr"]
+    linear = default["networks"]["linear"]["training"]["max_lr"]
+    assert network_training(default, "linear")["max_lr"] == linear != default["training"]["max_lr"]
     assert reference_network(default) == "exit_resnet"
 
 
