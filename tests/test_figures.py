@@ -39,6 +39,7 @@ def point(
         "method": method,
         "variant": variant,
         "origin": "recursion" if method == "learned" else "",
+        "family": "recursion" if method == "learned" else "",
         "shift": np.nan,
         "train_loss": train_loss,
         "budget_name": "",

@@ -29,6 +29,7 @@ def table(rows: list[dict], scheme: str = "s") -> pd.DataFrame:
         "train_loss": "",
         "variant": "",
         "origin": "",
+        "family": "",
         "budget_name": "",
         "budget": np.nan,
         "speedup_lo": np.nan,
@@ -114,6 +115,31 @@ def test_upper_bound_is_the_validation_loss_plus_the_confidence_margin():
         z_score(1.0)
     with pytest.raises(ValueError, match="metric"):
         choose(points, [1.0], metric="top3")
+
+
+def dipped_curve(families: list[str]) -> pd.DataFrame:
+    """A curve whose validation loss dips at the second-cheapest point (0.3 points, below the
+    costlier third point's 1.0): a dip of the validation sample, not of the policies."""
+    return table(
+        [
+            dict(speedup=s, top1_loss=0.0, val_speedup=s, val_top1_loss=v, val_top1_loss_se=0.0)
+            for s, v in zip([4.0, 3.0, 2.0, 1.0], [2.0, 0.3, 1.0, 0.0], strict=True)
+        ]
+    ).assign(family=families)
+
+
+def test_a_dip_of_the_validation_loss_does_not_choose_the_point():
+    # made non-increasing in cost (isotonic: the dip is pooled with the costlier point), the
+    # dipped point's loss is 0.65: over a budget of 0.5, which only the reference meets
+    points = dipped_curve(["f"] * 4)
+    np.testing.assert_allclose(upper_bound(points, "top1", 0.8), [2.0, 0.65, 0.65, 0.0])
+    assert choose(points, [0.5]).iloc[0]["point_id"] == 3
+    assert choose(points, [0.7]).iloc[0]["point_id"] == 1  # both pooled points qualify
+    # within a family only: a point of a family of its own (a baseline in the learned class)
+    # keeps its validation loss, and is chosen
+    mixed = dipped_curve(["f", "single:a", "f", "f"])
+    np.testing.assert_allclose(upper_bound(mixed, "top1", 0.8), [2.0, 0.3, 1.0, 0.0])
+    assert choose(mixed, [0.5]).iloc[0]["point_id"] == 1
 
 
 def random_curve(seed: int, n: int = 30) -> pd.DataFrame:

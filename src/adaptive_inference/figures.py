@@ -417,6 +417,9 @@ def plot_speedup_vs_loss(
         curve = table[table["method"] == method]
         if method == "cascade":  # several cascades: the best first node's envelope
             curve = pareto_front(curve, metric)
+        if method == "learned" and "family" in curve:  # the fitted policies and the reference;
+            # the class's baselines are drawn as their own methods
+            curve = curve[curve["family"].isin(["recursion", "reference"])]
         curve = curve.sort_values("cost_ms", ascending=False)
         if max_loss is not None:
             curve = curve[curve[loss] <= max_loss]

@@ -36,6 +36,7 @@ KEEP = [
     "point_id",
     "variant",
     "origin",
+    "family",
     "budget_name",
     "budget",
     "cost_ms",
@@ -71,10 +72,10 @@ def cost_order(points: pd.DataFrame) -> np.ndarray:
 
 
 def upper_bound(points: pd.DataFrame, metric: str, confidence: float) -> pd.Series:
-    """Each point's monotone validation loss (within its scheme, method and training loss) plus
-    its confidence margin (points of ``metric``)."""
+    """Each point's monotone validation loss (within its scheme, method, training loss and
+    family: a curve of one kind of policy) plus its confidence margin (points of ``metric``)."""
     bound = pd.Series(np.nan, index=points.index)
-    for _, group in points.groupby(GROUPS, sort=False):
+    for _, group in points.groupby([*GROUPS, "family"], sort=False):
         loss = group[f"val_{metric}_loss"].to_numpy()
         bound[group.index] = monotone_loss(loss, cost_order(group))
     return bound + z_score(confidence) * points[f"val_{metric}_loss_se"]

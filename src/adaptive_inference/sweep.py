@@ -256,13 +256,15 @@ def learned_curve(
     shifts: Sequence[float] = (),
     **options: Any,
 ) -> list[TradeoffPolicy]:
-    """The learned curve (module doc): the recursion at every lambda (:func:`fit_curve`,
-    ``options``), each policy's intercept shifts, the baselines of the class; the Pareto front
-    of their training (loss, time), cheapest first, and "always the reference" (the curve's
-    lambda-0 end) in any case. Each kept policy's ``lam`` is the first lambda of the grid (0 and
-    the recursion's) at which it has the least training objective of the curve; for a policy
-    that has it at none (off the lower convex hull), the lambda at which it comes nearest to
-    the least; 0 for the reference."""
+    """The learned curve (module doc): the Pareto front of training (loss, time) of the
+    recursion at every lambda (:func:`fit_curve`, ``options``), each policy's intercept shifts
+    and the baselines of the class, cheapest first; then every baseline of the class as well
+    ("always the reference", the curve's lambda-0 end, among them), whether on the training
+    front or not, so that the validation split chooses among at least the points each baseline
+    chooses among (:func:`~adaptive_inference.readoff.choose`). Each kept policy's ``lam`` is
+    the first lambda of the grid (0 and the recursion's) at which it has the least training
+    objective of the curve; for a policy that has it at none (off the lower convex hull), the
+    lambda at which it comes nearest to the least; 0 for the reference."""
     rows = graph.rows(train)
     recursion = fit_curve(graph, train, lambdas, features=features, **options)
     loss = recursion[0].loss
@@ -272,9 +274,11 @@ def learned_curve(
     baselines = class_baselines(graph, features, rows, thresholds, loss=loss)
     candidates += baselines
     front = pareto_front(candidates)
-    reference = baselines[0]  # "always the reference": the curve's lambda-0 end, kept even
-    if reference not in front:  # where a policy beats it on the training examples
-        front = sorted([*front, reference], key=lambda p: p.train_cost_ms_)
+    kept = {id(p) for p in front}
+    front = sorted(
+        [*front, *(p for p in baselines if id(p) not in kept)], key=lambda p: p.train_cost_ms_
+    )
+    reference = baselines[0]
     grid = np.concatenate([[0.0], [p.lam for p in recursion]])
     losses = np.array([p.train_loss_ for p in front])
     costs = np.array([p.train_cost_ms_ for p in front])
@@ -337,6 +341,18 @@ def _centred(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A per-example matrix ``(examples, columns)`` centred (float32) and its column means."""
     centre = matrix.mean(axis=0, dtype=np.float64)
     return (matrix - centre).astype(np.float32), centre
+
+
+def policy_family(graph: StageGraph, policy: TradeoffPolicy) -> str:
+    """The family of a learned curve's point (its validation loss is smoothed within it,
+    :func:`~adaptive_inference.readoff.choose`): the fitted policies and their shifts, or each
+    baseline of the class as its own method's points are (uniform, each cascade, each node)."""
+    origin = policy.origin_
+    if origin in ("recursion", "shifted"):
+        return "recursion"
+    if origin in ("cascade", "single"):
+        return f"{origin}:{graph.names[policy.start_]}"
+    return origin
 
 
 def run_sweep(
@@ -403,6 +419,7 @@ def run_sweep(
         for key, value in (
             ("variant", ""),
             ("origin", ""),
+            ("family", ""),
             ("shift", np.nan),
             ("train_loss", ""),
             ("budget_name", ""),
@@ -452,6 +469,7 @@ def run_sweep(
                         method=method,
                         train_loss=loss,
                         origin=policy.origin_,
+                        family=policy_family(graph, policy),
                         shift=policy.shift_,
                         budget_name="lambda",
                         budget=float(policy.lam),
@@ -474,6 +492,7 @@ def run_sweep(
                     lambda rows, f=first, t=t: cascade_route(graph, f, t, graph.example_ids[rows]),
                     method="cascade",
                     variant=graph.names[first],
+                    family=f"cascade:{graph.names[first]}",
                     budget_name="threshold",
                     budget=float(t),
                     start=first,
@@ -491,6 +510,7 @@ def run_sweep(
                 lambda rows, node=node: single_route(graph, node, graph.example_ids[rows]),
                 method="single",
                 variant=graph.names[node],
+                family=f"single:{graph.names[node]}",
                 start=node,
             )
 
@@ -678,7 +698,17 @@ def _interval_with_choice(
         if key[1] == "oracle":
             group = group[group["variant"] == metric]
         groups[key] = group.index.to_numpy()
-    orders = {key: cost_order(points.loc[idx]) for key, idx in groups.items()}
+    families = {
+        key: [
+            np.flatnonzero((points.loc[idx, "family"] == f).to_numpy())
+            for f in dict.fromkeys(points.loc[idx, "family"])
+        ]
+        for key, idx in groups.items()
+    }
+    orders = {
+        key: [cost_order(points.loc[groups[key][members]]) for members in families[key]]
+        for key in groups
+    }
     columns = np.unique(np.concatenate(list(groups.values())))
     position = {c: i for i, c in enumerate(columns)}
     k = len(columns)
@@ -708,8 +738,11 @@ def _interval_with_choice(
         chosen_cols = np.full((size, len(picks)), -1)
         for g, (scheme, method, train_loss, budget) in enumerate(picks):
             cols = np.array([position[c] for c in groups[(scheme, method, train_loss)]])
-            order = orders[(scheme, method, train_loss)]
-            ucb = monotone_loss(vm[:, k + cols], order) + margin[columns[cols]]
+            key = (scheme, method, train_loss)
+            ucb = np.empty((size, len(cols)))
+            for members, order in zip(families[key], orders[key]):
+                ucb[:, members] = monotone_loss(vm[:, k + cols[members]], order)
+            ucb += margin[columns[cols]]
             ok = ucb <= budget / 100
             best = cols[np.where(ok, val_speedup[:, cols], -np.inf).argmax(axis=1)]
             chosen_cols[:, g] = np.where(ok.any(axis=1), columns[best], -1)
