@@ -205,7 +205,7 @@ class Job:
 def parse_jobs(text: str) -> dict[str, Job]:
     """The jobs of one Snakemake run, by Snakemake job id: rule, fields, SLURM job and log."""
     jobs: dict[str, Job] = {}
-    lines = text.splitlines()
+    lines = without_printed_logs(text).splitlines()
     for i, line in enumerate(lines):
         start = re.fullmatch(r"(?:local)?rule (\w+):", line.rstrip())
         if start:
@@ -224,6 +224,13 @@ def parse_jobs(text: str) -> dict[str, Job]:
         if jobid in jobs:  # (a run still going may not have printed the job's block yet)
             jobs[jobid].slurm_id, jobs[jobid].slurm_log = slurm_id, log
     return jobs
+
+
+def without_printed_logs(text: str) -> str:
+    """``text`` without the log files Snakemake prints after a failed job ("Logfile <path>:"
+    between two equal rulers): a SLURM job's log holds its job step's own Snakemake output,
+    whose blocks ("localrule train_network:", jobid 0) are not jobs of this run."""
+    return re.sub(r"^Logfile [^\n]*:\n(=+)\n.*?^\1$\n?", "", text, flags=re.S | re.M)
 
 
 def study_command(workdir: Path, profile: list[Path], *args: str, config: Path) -> list[str]:
