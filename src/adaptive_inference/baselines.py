@@ -109,14 +109,12 @@ def single_route(
 
 
 def cascade_firsts(graph: StageGraph) -> list[int]:
-    """The nodes a two-stage cascade may start from: cheaper than the reference, with an edge
-    to it (so that the cascade is a route of the graph, and of the learned policies' class)."""
+    """The nodes a two-stage cascade may start from: those with an edge to the reference (so
+    that the cascade is a route of the graph, and of the learned policies' class). The graph
+    alone fixes them, not the measured costs: two runs of a study have the same baselines (a
+    first node that happens to cost as much as the reference only gives slow points)."""
     ref = graph.reference
-    return [
-        n
-        for n in range(ref)
-        if graph.alone_ms[n] < graph.alone_ms[ref] and ref in graph.successors[n]
-    ]
+    return [n for n in range(ref) if ref in graph.successors[n]]
 
 
 def cascade_route(
