@@ -28,7 +28,7 @@ from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
-from sklearn.isotonic import isotonic_regression
+from scipy.optimize import isotonic_regression
 
 from adaptive_inference.config import LOSSES
 
@@ -59,7 +59,7 @@ def monotone_loss(loss: np.ndarray, order: np.ndarray) -> np.ndarray:
     isotonic regression (adjacent violators pooled); ``order`` sorts the points by cost,
     cheapest first."""
     ranked = np.atleast_2d(np.take(np.asarray(loss, dtype=np.float64), order, axis=-1))
-    fitted = np.stack([isotonic_regression(row, increasing=False) for row in ranked])
+    fitted = np.stack([isotonic_regression(row, increasing=False).x for row in ranked])
     out = np.empty_like(fitted)
     np.put_along_axis(out, np.broadcast_to(order, fitted.shape), fitted, axis=-1)
     return out.reshape(np.shape(loss))
