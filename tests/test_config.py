@@ -99,7 +99,7 @@ def test_the_schema_gives_every_key_the_code_indexes(minimal):
     policies = c["policies"]
     shifts = policies["lambdas"]["shifts"]  # intercept shifts of the learned rules, both ways
     assert shifts and min(shifts) < 0 < max(shifts)
-    assert policies["operating_points"] == {"confidence": 0.8}
+    assert policies["operating_points"] == {"confidence": 0.9}
     assert policies["allow_near_chance"] is False and policies["schemes"] == {}
     assert list(policies["methods"]) == list(config_module.METHODS)
     assert c["runtime"]["max_examples"] == 2000 and c["robustness"] == {"resplits": 5, "seed": 1}
@@ -109,7 +109,7 @@ def test_the_schema_gives_every_key_the_code_indexes(minimal):
     assert cfg.steps == 800 and cfg.channels_last is True and cfg.exit_weights is None
     assert compute_options(c["compute"]) == {"dtype": torch.float32, "channels_last": True}
     options = sweep_options(policies)
-    assert options["confidence"] == 0.8 and options["shifts"] == shifts
+    assert options["confidence"] == 0.9 and options["shifts"] == shifts
     settings = RuntimeSettings.from_config(
         c["runtime"],
         throughput_batch=c["timing"]["batch_sizes"]["throughput"],
