@@ -14,11 +14,11 @@ import platform
 import random
 import sys
 from collections.abc import Mapping
+from importlib.metadata import version
 from typing import Any
 
 import numpy as np
 import torch
-import torchvision
 from torch.utils.data import DataLoader, Dataset
 
 # glibc's mallopt parameter numbers (malloc.h) and the values pinned by pin_malloc_thresholds.
@@ -138,7 +138,9 @@ def environment(
         "device_type": device.type,
         "device_name": torch.cuda.get_device_name(device) if cuda else _cpu_name(),
         "torch_version": torch.__version__,
-        "torchvision_version": torchvision.__version__,
+        # the installed distribution's version: importing torchvision for it would cost every
+        # job a second (its ops import torch._dynamo)
+        "torchvision_version": version("torchvision"),
         "cuda_version": torch.version.cuda if cuda else None,
         "cudnn_version": torch.backends.cudnn.version() if cuda else None,
         "dtype": str(dtype).removeprefix("torch."),
