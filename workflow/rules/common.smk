@@ -1,8 +1,14 @@
 # Config validation and the helpers (get_<thing>) the rules share. Paths come from the package's
 # Layout, the one place the results/ layout is written.
+import sys
 from pathlib import Path
 
 from snakemake.utils import validate
+
+# validate() imports jsonschema, which imports rfc3987_syntax (installed for Jupyter) for its
+# "iri" format checks; that module builds a parser when imported: 1.2 s of every Snakemake start,
+# a no-op dry run's included. The config schema uses no such format: jsonschema skips it.
+sys.modules.setdefault("rfc3987_syntax", None)
 
 from adaptive_inference.config import (
     ConfigError,
