@@ -19,14 +19,18 @@ preferred to mixing neighbouring policies: each point stays one deterministic po
 runtime runs as it is, and points off the hull are reached, not averaged. The uniform, cascade
 and single-node policies are routes of the same class
 (:func:`~adaptive_inference.policies.threshold_policy`), and join the candidates, so that at
-every lambda the learned curve holds a policy whose training objective is at most theirs; the
-``origin`` column says where each learned point comes from (``recursion``, ``shifted``,
-``uniform``, ``cascade``, ``single``, ``reference``).
+every lambda the learned curve holds a policy whose training objective is at most theirs; they
+stay on the curve also where they are off its training front, so that the validation choice can
+take whatever a baseline's own curve offers. The ``origin`` column says where each learned point
+comes from (``recursion``, ``shifted``, ``uniform``, ``cascade``, ``single``, ``reference``);
+``family`` groups the points whose validation loss the read-off smooths together
+(:func:`policy_family`).
 
 ``points``, one row per scheme x method x budget point:
     ``scheme``, ``point_id``, ``method`` (learned, myopic, uniform, cascade, oracle, single),
     ``variant`` (oracle: top1/top5; single: the node; cascade: its first node; else ""),
-    ``origin`` and ``shift`` (learned points), ``train_loss`` (the loss a learned/myopic policy
+    ``origin``, ``family`` and ``shift`` (learned points; ``family`` also for cascades and single
+    nodes), ``train_loss`` (the loss a learned/myopic policy
     minimised; "" otherwise), ``budget_name`` (lambda, threshold or ""), ``budget`` (its value),
     ``start`` (the node routes start at), ``cost_ms`` (mean cost per example on test),
     ``cost_ms_std``, ``speedup`` (reference cost / mean cost) with ``speedup_lo`` /
