@@ -71,13 +71,34 @@ def cost_order(points: pd.DataFrame) -> np.ndarray:
     return np.lexsort((np.arange(len(points)), points["val_cost_ms"].to_numpy()))
 
 
+def families(curve: pd.DataFrame) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The families of one curve (the points of one scheme, method and training loss; a family
+    is one kind of policy, ``family`` column): for each, the positions of its points in
+    ``curve`` and their order by validation cost (:func:`cost_order`)."""
+    labels = curve["family"].to_numpy()
+    members = [np.flatnonzero(labels == label) for label in dict.fromkeys(labels)]
+    return [(m, cost_order(curve.iloc[m])) for m in members]
+
+
+def smoothed_loss(
+    loss: np.ndarray, curve_families: list[tuple[np.ndarray, np.ndarray]]
+) -> np.ndarray:
+    """``loss`` (last axis: one curve's points; rows: resamples) made non-increasing in cost
+    within each of ``curve_families`` (:func:`families`, :func:`monotone_loss`)."""
+    loss = np.asarray(loss, dtype=np.float64)
+    out = np.empty_like(loss)
+    for members, order in curve_families:
+        out[..., members] = monotone_loss(loss[..., members], order)
+    return out
+
+
 def upper_bound(points: pd.DataFrame, metric: str, confidence: float) -> pd.Series:
     """Each point's monotone validation loss (within its scheme, method, training loss and
     family: a curve of one kind of policy) plus its confidence margin (points of ``metric``)."""
     bound = pd.Series(np.nan, index=points.index)
-    for _, group in points.groupby([*GROUPS, "family"], sort=False):
+    for _, group in points.groupby(GROUPS, sort=False):
         loss = group[f"val_{metric}_loss"].to_numpy()
-        bound[group.index] = monotone_loss(loss, cost_order(group))
+        bound[group.index] = smoothed_loss(loss, families(group))
     return bound + z_score(confidence) * points[f"val_{metric}_loss_se"]
 
 

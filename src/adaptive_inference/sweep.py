@@ -76,7 +76,7 @@ from adaptive_inference.policies import (
     standardize,
     threshold_policy,
 )
-from adaptive_inference.readoff import choose, cost_order, envelope, monotone_loss, z_score
+from adaptive_inference.readoff import choose, envelope, families, smoothed_loss, z_score
 
 BOOTSTRAP_CHUNK = 128
 
@@ -347,6 +347,12 @@ def _centred(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (matrix - centre).astype(np.float32), centre
 
 
+def node_family(kind: str, graph: StageGraph, node: int) -> str:
+    """The family of a cascade's or a single node's points: ``<kind>:<node>`` (its first or
+    only node), the same on the learned curve as in its own method."""
+    return f"{kind}:{graph.names[node]}"
+
+
 def policy_family(graph: StageGraph, policy: TradeoffPolicy) -> str:
     """The family of a learned curve's point (its validation loss is smoothed within it,
     :func:`~adaptive_inference.readoff.choose`): the fitted policies and their shifts, or each
@@ -355,7 +361,7 @@ def policy_family(graph: StageGraph, policy: TradeoffPolicy) -> str:
     if origin in ("recursion", "shifted"):
         return "recursion"
     if origin in ("cascade", "single"):
-        return f"{origin}:{graph.names[policy.start_]}"
+        return node_family(origin, graph, policy.start_)
     return origin
 
 
@@ -496,7 +502,7 @@ def run_sweep(
                     lambda rows, f=first, t=t: cascade_route(graph, f, t, graph.example_ids[rows]),
                     method="cascade",
                     variant=graph.names[first],
-                    family=f"cascade:{graph.names[first]}",
+                    family=node_family("cascade", graph, first),
                     budget_name="threshold",
                     budget=float(t),
                     start=first,
@@ -514,7 +520,7 @@ def run_sweep(
                 lambda rows, node=node: single_route(graph, node, graph.example_ids[rows]),
                 method="single",
                 variant=graph.names[node],
-                family=f"single:{graph.names[node]}",
+                family=node_family("single", graph, node),
                 start=node,
             )
 
@@ -702,17 +708,7 @@ def _interval_with_choice(
         if key[1] == "oracle":
             group = group[group["variant"] == metric]
         groups[key] = group.index.to_numpy()
-    families = {
-        key: [
-            np.flatnonzero((points.loc[idx, "family"] == f).to_numpy())
-            for f in dict.fromkeys(points.loc[idx, "family"])
-        ]
-        for key, idx in groups.items()
-    }
-    orders = {
-        key: [cost_order(points.loc[groups[key][members]]) for members in families[key]]
-        for key in groups
-    }
+    curve_families = {key: families(points.loc[idx]) for key, idx in groups.items()}
     columns = np.unique(np.concatenate(list(groups.values())))
     position = {c: i for i, c in enumerate(columns)}
     k = len(columns)
@@ -740,14 +736,14 @@ def _interval_with_choice(
         counts = np.bincount(offsets, minlength=size * n_test).reshape(size, n_test)
         val_speedup = ref_ms / vm[:, :k]
         chosen_cols = np.full((size, len(picks)), -1)
+        ucbs = {}  # per curve, once for all its budgets
         for g, (scheme, method, train_loss, budget) in enumerate(picks):
-            cols = np.array([position[c] for c in groups[(scheme, method, train_loss)]])
             key = (scheme, method, train_loss)
-            ucb = np.empty((size, len(cols)))
-            for members, order in zip(families[key], orders[key]):
-                ucb[:, members] = monotone_loss(vm[:, k + cols[members]], order)
-            ucb += margin[columns[cols]]
-            ok = ucb <= budget / 100
+            cols = np.array([position[c] for c in groups[key]])
+            if key not in ucbs:
+                ucbs[key] = smoothed_loss(vm[:, k + cols], curve_families[key])
+                ucbs[key] += margin[columns[cols]]
+            ok = ucbs[key] <= budget / 100
             best = cols[np.where(ok, val_speedup[:, cols], -np.inf).argmax(axis=1)]
             chosen_cols[:, g] = np.where(ok.any(axis=1), columns[best], -1)
         used, slot = np.unique(np.maximum(chosen_cols, 0), return_inverse=True)
