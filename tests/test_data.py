@@ -115,3 +115,15 @@ def test_resplits_deal_the_policy_splits_again_and_keep_head_train():
 def test_bad_split_fractions(fractions, message):
     with pytest.raises(ValueError, match=message):
         make_splits(np.zeros(10), fractions, seed=0)
+
+
+def test_prepared_splits_are_torchvision_decoding(fashion_root):
+    """The jobs read the splits decoded once by prepare_data: the same pixels and labels as
+    torchvision's FashionMNIST reading the raw files."""
+    from torchvision import datasets
+
+    for train in (True, False):
+        reference = datasets.FashionMNIST(fashion_root, train=train, download=False)
+        prepared = torch.load(data.fashion_mnist_prepared(fashion_root, train), weights_only=True)
+        assert torch.equal(prepared["images"], reference.data)
+        assert torch.equal(prepared["labels"], reference.targets)

@@ -2,6 +2,8 @@
 read from results/."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,19 @@ def test_no_pickle_reads_results():
     for module in MODULES:
         text = (PACKAGE / f"{module}.py").read_text()
         assert "import pickle" not in text and "pickle.load" not in text, module
+
+
+def test_default_study_jobs_do_not_import_torchvision(fashion_root):
+    """Importing torchvision costs each job over a second (its ops import torch._dynamo): the
+    modules the default study's jobs import, and reading its prepared data, leave it out."""
+    code = (
+        "import sys, adaptive_inference.data as data\n"
+        "import adaptive_inference.networks, adaptive_inference.pretrained\n"
+        "import adaptive_inference.runtime_measure, adaptive_inference.timing\n"
+        f"data.fashion_mnist({str(fashion_root)!r}, train=False)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torchvision'))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

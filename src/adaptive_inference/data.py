@@ -20,16 +20,21 @@ import gzip
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
-from torchvision import datasets, transforms
 
 from adaptive_inference.errors import DatasetNotFoundError
 from adaptive_inference.imagenet import ImageTable
 from adaptive_inference.io import atomic_path
+
+if TYPE_CHECKING:
+    from torchvision import datasets, transforms
+
+# torchvision is imported where its datasets and transforms are used: the default study's jobs
+# after prepare_data read the prepared tensors and should not pay its import (over a second).
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_FILES = (
@@ -46,7 +51,8 @@ FASHION_MNIST_STD = 0.3530
 def prepare_fashion_mnist(
     root: Path | str, source: Path | str | None, download: bool
 ) -> list[Path]:
-    """Put Fashion-MNIST's raw IDX files into ``<root>/FashionMNIST/raw`` and return their paths.
+    """Put Fashion-MNIST's raw IDX files into ``<root>/FashionMNIST/raw``, decode each split once
+    into ``<root>/FashionMNIST/prepared/`` (what :func:`fashion_mnist` reads) and return the paths.
 
     Args:
         root: the folder torchvision's ``FashionMNIST(root)`` will read.
@@ -54,7 +60,12 @@ def prepare_fashion_mnist(
             ``/usr/share/datasets/fashion-mnist``); ``None`` skips it.
         download: fall back on torchvision's download when ``source`` lacks the files.
     """
-    raw = Path(root) / "FashionMNIST" / "raw"
+    raw = _unpack_fashion_mnist(Path(root), source, download)
+    return raw + [_decode_fashion_mnist(Path(root), train) for train in (True, False)]
+
+
+def _unpack_fashion_mnist(root: Path, source: Path | str | None, download: bool) -> list[Path]:
+    raw = root / "FashionMNIST" / "raw"
     targets = [raw / name for name in FASHION_MNIST_FILES]
     if all(t.exists() for t in targets):
         return targets
@@ -66,6 +77,8 @@ def prepare_fashion_mnist(
                 shutil.copyfileobj(fin, fout)
         return targets
     if download:
+        from torchvision import datasets
+
         try:
             datasets.FashionMNIST(root, train=True, download=True)
             datasets.FashionMNIST(root, train=False, download=True)
@@ -75,6 +88,24 @@ def prepare_fashion_mnist(
             ) from error
         return targets
     raise DatasetNotFoundError(_fashion_mnist_help(source, "downloads are disabled"))
+
+
+def fashion_mnist_prepared(root: Path | str, train: bool) -> Path:
+    """The decoded split (uint8 images, int64 labels) that :func:`fashion_mnist` reads."""
+    return Path(root) / "FashionMNIST" / "prepared" / f"{'train' if train else 'test'}.pt"
+
+
+def _decode_fashion_mnist(root: Path, train: bool) -> Path:
+    """Decode a split's IDX files through torchvision's ``FashionMNIST`` once, for every job."""
+    from torchvision import datasets
+
+    path = fashion_mnist_prepared(root, train)
+    if not path.exists():
+        ds = datasets.FashionMNIST(root, train=train, download=False)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            torch.save({"images": ds.data, "labels": ds.targets.long()}, tmp)
+    return path
 
 
 def _fashion_mnist_help(source: Path | str | None, why: str) -> str:
@@ -90,23 +121,25 @@ def _fashion_mnist_help(source: Path | str | None, why: str) -> str:
 def fashion_mnist(root: Path | str, train: bool) -> TensorDataset:
     """Fashion-MNIST as normalised float tensors (N, 1, 28, 28) with int64 labels.
 
-    Reads the raw files through torchvision's ``FashionMNIST`` (no download) and converts the
-    whole split at once: much faster to iterate than per-item PIL conversion.
+    Reads the split :func:`prepare_fashion_mnist` decoded (a tensor file: the jobs that read the
+    data neither decode the IDX files again nor import torchvision, over a second each).
     """
-    try:
-        ds = datasets.FashionMNIST(root, train=train, download=False)
-    except RuntimeError as error:
+    path = fashion_mnist_prepared(root, train)
+    if not path.exists():
         raise DatasetNotFoundError(
-            f"Fashion-MNIST is not prepared under {root}: {error}. Run the workflow's "
+            f"Fashion-MNIST is not prepared under {root}: {path} is missing. Run the workflow's "
             "`prepare_data` rule (or `prepare_fashion_mnist`) first."
-        ) from error
-    images = ds.data.float().div_(255.0).sub_(FASHION_MNIST_MEAN).div_(FASHION_MNIST_STD)
-    return TensorDataset(images.unsqueeze(1).contiguous(), ds.targets.long())
+        )
+    split = torch.load(path, weights_only=True)
+    images = split["images"].float().div_(255.0).sub_(FASHION_MNIST_MEAN).div_(FASHION_MNIST_STD)
+    return TensorDataset(images.unsqueeze(1).contiguous(), split["labels"])
 
 
 def build_transform(spec: Mapping[str, Any]) -> transforms.Compose:
     """Image transforms from config: ``resize``, ``center_crop``, ``grayscale``, ``mean``,
     ``std``."""
+    from torchvision import transforms
+
     steps: list[Any] = []
     if spec.get("grayscale"):
         steps.append(transforms.Grayscale(num_output_channels=1))
@@ -122,6 +155,8 @@ def build_transform(spec: Mapping[str, Any]) -> transforms.Compose:
 
 def image_folder(root: Path | str, transform_spec: Mapping[str, Any]) -> datasets.ImageFolder:
     """A class-folder dataset (``root/<class>/<image>``) with transforms from config."""
+    from torchvision import datasets
+
     root = Path(root)
     if not root.is_dir():
         raise DatasetNotFoundError(
@@ -205,6 +240,6 @@ def input_shape(dataset: Dataset) -> tuple[int, ...]:
 def num_classes(dataset: Dataset) -> int:
     if isinstance(dataset, Subset):
         return num_classes(dataset.dataset)
-    if isinstance(dataset, datasets.ImageFolder):
+    if hasattr(dataset, "classes") and hasattr(dataset, "class_to_idx"):  # ImageFolder
         return len(dataset.classes)
     return int(labels_of(dataset).max()) + 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import os
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -131,8 +132,21 @@ _OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 """
 
 
+def skip_iri_format_parser() -> None:
+    """Keep jsonschema from importing ``rfc3987_syntax`` (installed for Jupyter), which builds a
+    parser when imported: 1.2 s of every Snakemake start and every notebook job.
+
+    jsonschema (imported by Snakemake's config validation and by nbformat) imports it for its
+    "iri" format checks only; neither the config schema nor the notebook format uses that format,
+    and jsonschema skips a format whose checker cannot be imported. Call before the first
+    import of jsonschema.
+    """
+    sys.modules.setdefault("rfc3987_syntax", None)
+
+
 def declared_parameters(template: Path | str) -> list[str]:
     """The names the template's ``parameters`` cell declares (papermill's reading of it)."""
+    skip_iri_format_parser()
     import papermill
 
     return list(papermill.inspect_notebook(str(template)))
@@ -174,6 +188,7 @@ def run_notebook(
     notebook names its template (default: the template's file name). The output is written
     only when the whole notebook ran.
     """
+    skip_iri_format_parser()
     import nbformat
     import papermill
 
@@ -224,6 +239,7 @@ def render_html(notebook: Path | str, html_path: Path | str, *, title: str) -> N
     The page loads nothing from the network (no MathJax, require.js or Mermaid) and links back
     to ``../index.html``.
     """
+    skip_iri_format_parser()
     import nbformat
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter

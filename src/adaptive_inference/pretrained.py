@@ -29,14 +29,12 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
 from torch import fx, nn
 from torch.utils.data import Dataset, Subset
-from torchvision import models
-from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 from tqdm.auto import tqdm
 
 from adaptive_inference.data import load_split
@@ -45,14 +43,23 @@ from adaptive_inference.models import MultiExitNetwork
 from adaptive_inference.splits import ids_of
 from adaptive_inference.training import CURVE_POINTS
 
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
+
+# torchvision is imported where a pre-trained network is built, not with this module: the
+# default study's jobs import this module and never touch torchvision, whose import costs each of
+# them more than a second (torchvision.ops pulls in torch._dynamo).
+
 
 class PretrainedConfigError(ValueError):
     """A torchvision model, weights or exit point that cannot be used, with what can."""
 
 
-def weights_of(model: str, weights: str) -> models.WeightsEnum:
+def weights_of(model: str, weights: str) -> WeightsEnum:
     """The weights enum named ``weights`` (``ResNet50_Weights.IMAGENET1K_V1``), checked against
     ``model``."""
+    from torchvision import models
+
     available = models.list_models(module=models)
     if model not in available:
         raise PretrainedConfigError(
@@ -73,7 +80,7 @@ def weights_of(model: str, weights: str) -> models.WeightsEnum:
     return enum
 
 
-def weights_file(enum: models.WeightsEnum) -> Path:
+def weights_file(enum: WeightsEnum) -> Path:
     """Where torchvision's weights API caches (and looks for) the weights' file."""
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(enum.url)
 
@@ -85,6 +92,8 @@ def num_classes_of(model: str, weights: str) -> int:
 def load_classifier(model: str, weights: str) -> nn.Module:
     """The pre-trained classifier through torchvision's weights API (cached in ``$TORCH_HOME``),
     in eval mode."""
+    from torchvision import models
+
     enum = weights_of(model, weights)
     try:
         network = models.get_model(model, weights=enum)
@@ -105,6 +114,8 @@ def load_classifier(model: str, weights: str) -> nn.Module:
 
 def exit_point_names(network: nn.Module) -> list[str]:
     """The node names an exit may be placed at (eval mode)."""
+    from torchvision.models.feature_extraction import get_graph_node_names
+
     return get_graph_node_names(network.eval())[1]
 
 
@@ -224,6 +235,8 @@ def split_network(
         raise PretrainedConfigError(
             f"{final!r} is the network's output: it is the final exit already."
         )
+    from torchvision.models.feature_extraction import create_feature_extractor
+
     traced = create_feature_extractor(
         network.eval(),
         return_nodes={**{nodes[e]: e for e in exits}, final: "final"},

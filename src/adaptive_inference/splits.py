@@ -16,7 +16,6 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 SPLITS = ("head_train", "policy_train", "policy_validation", "test")
 POLICY_SPLITS = SPLITS[1:]
@@ -34,6 +33,10 @@ def make_splits(labels: np.ndarray, fractions: Mapping[str, float], seed: int) -
     Returns:
         A table with ``example_id``, ``label`` and ``split`` (categorical), sorted by id.
     """
+    # scikit-learn is imported here, not with the module: every torch job imports this module
+    # (for ids_of) and would pay its second-long import for nothing.
+    from sklearn.model_selection import train_test_split
+
     labels = np.asarray(labels)
     unknown = set(fractions) - set(SPLITS)
     if unknown:

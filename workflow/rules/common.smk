@@ -1,14 +1,8 @@
 # Config validation and the helpers (get_<thing>) the rules share. Paths come from the package's
 # Layout, the one place the results/ layout is written.
-import sys
 from pathlib import Path
 
 from snakemake.utils import validate
-
-# validate() imports jsonschema, which imports rfc3987_syntax (installed for Jupyter) for its
-# "iri" format checks; that module builds a parser when imported: 1.2 s of every Snakemake start,
-# a no-op dry run's included. The config schema uses no such format: jsonschema skips it.
-sys.modules.setdefault("rfc3987_syntax", None)
 
 from adaptive_inference.config import (
     ConfigError,
@@ -22,8 +16,9 @@ from adaptive_inference.config import (
 )
 from adaptive_inference.joblog import put_package_on_job_path
 from adaptive_inference.layout import Layout
-from adaptive_inference.notebooks import NOTEBOOKS, figure_names
+from adaptive_inference.notebooks import NOTEBOOKS, figure_names, skip_iri_format_parser
 
+skip_iri_format_parser()  # before validate() imports jsonschema: 1.2 s of every start
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 try:
     check_config(config)
@@ -45,11 +40,13 @@ NOTEBOOK_SECTIONS = {
     name: name.split("_", 1)[1] for name in NOTEBOOKS
 }  # 2_early_exit: early_exit
 ENV = "../../envs/environment.yaml"
-FASHION_MNIST_RAW = [
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
+FASHION_MNIST_FILES = [  # the raw IDX files, and the splits decoded once (adaptive_inference.data)
+    "raw/train-images-idx3-ubyte",
+    "raw/train-labels-idx1-ubyte",
+    "raw/t10k-images-idx3-ubyte",
+    "raw/t10k-labels-idx1-ubyte",
+    "prepared/train.pt",
+    "prepared/test.pt",
 ]
 
 
@@ -65,7 +62,7 @@ def get_dataset_files():
     """The prepared dataset files a rule reads (none for an external image folder)."""
     data = config["data"]
     if data["dataset"] == "fashion_mnist":
-        return [f"{data['root']}/FashionMNIST/raw/{name}" for name in FASHION_MNIST_RAW]
+        return [f"{data['root']}/FashionMNIST/{name}" for name in FASHION_MNIST_FILES]
     if data["dataset"] == "imagenet":
         sets = ["eval", "train"] if data["imagenet"]["train"] else ["eval"]
         return [f"{data['root']}/imagenet/{which}_index.parquet" for which in sets]

@@ -1,4 +1,5 @@
-"""Unpack Fashion-MNIST into the layout torchvision reads (rule prepare_data)."""
+"""Unpack Fashion-MNIST into the layout torchvision reads and decode its splits once (rule
+prepare_data)."""
 
 from adaptive_inference.data import prepare_fashion_mnist
 from adaptive_inference.joblog import job_log
