@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from adaptive_inference.cost_timing import (
+    components_in_context,
     measure_costs,
     random_decision,
     time_rounds,
@@ -266,3 +267,38 @@ def test_costs_read_back_from_the_joint_table(joint, tmp_path):
     first = table[table["batch_size"] == 1].iloc[0]
     (key,) = [k for k in latency.calls if component_name(k) == first["component"]]
     assert latency.per_example(key) == first["cost_ms"]
+
+
+def test_each_component_is_timed_after_what_precedes_it_in_the_runtime():
+    """The context (``prepare``, untimed) runs what the runtime runs before the component: a
+    route's first segment after the same segment (the previous example of a stream starting
+    there), a jump after the network it comes from, a continuation after its own network's
+    earlier stages; the timed call runs only the component's own network."""
+    networks = tiny_networks()
+    ran: list[str] = []
+    for name, model in networks.items():
+        model.eval()
+        for stage in model.stages:
+            stage.register_forward_hook(lambda *_, name=name: ran.append(name))
+    inputs = {name: torch.randn(1, 1, 28, 28) for name in networks}
+    reference = segment_key("exit_resnet", None, 2)
+    keys = [
+        segment_key("small_cnn", None, 0),
+        jump_key("exit_resnet", 2, "small_cnn", 0),
+        segment_key("exit_resnet", 0, 2),
+        reference,
+    ]
+    components = components_in_context(keys, networks, inputs, reference, topk=5, device=CPU)
+    contexts = {}
+    with torch.inference_mode():
+        for component in components:
+            ran.clear()
+            call = component.prepare()
+            context = set(ran)
+            ran.clear()
+            call()
+            contexts[component.key] = (context, set(ran))
+    assert contexts[keys[0]] == ({"small_cnn"}, {"small_cnn"})
+    assert contexts[keys[1]] == ({"small_cnn"}, {"exit_resnet"})
+    assert contexts[keys[2]] == ({"exit_resnet"}, {"exit_resnet"})
+    assert contexts[reference] == ({"exit_resnet"}, {"exit_resnet"})

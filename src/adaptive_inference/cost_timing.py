@@ -19,8 +19,10 @@ Each is timed **in context**, right after what precedes it in the runtime:
 * a jump into another network (a segment from the input on an edge): right after the work of
   the node it comes from (that node's segment and a decision on its logits), a cold start for
   the network jumped into;
-* a segment from the input at the start of a route: after the previous component of the round
-  (another component's work, as the previous example's in the runtime);
+* a segment from the input at the start of a route (the reference network alone included):
+  right after the same segment and a decision on its logits, as the previous example of a
+  stream that starts there ran them (timed after unrelated work, a network entered directly from
+  the start was priced 1.2x dearer than the stream that always starts there measured);
 * a decision: right after the segment that produces its node's logits (from the input), with
   the runtime's own :class:`~adaptive_inference.decision.NodeDecision` of the node's shape (its
   steps and the path features it reads; every step evaluated, the costliest case), including,
@@ -112,7 +114,7 @@ class _Component:
         self.prepare = prepare
 
 
-def _components(
+def components_in_context(
     keys: Sequence[Key],
     networks: Mapping[str, MultiExitNetwork],
     inputs: Mapping[str, torch.Tensor],
@@ -149,7 +151,13 @@ def _components(
         segment = segments[key]
         x = inputs[key[1]]
         if key[2] is None:
-            return _Component(key, lambda: lambda: segment(x))
+
+            def prepare_start():
+                _, logits = segment(x)
+                decide(settle, logits, None)
+                return lambda: segment(x)
+
+            return _Component(key, prepare_start)
         before = segments.get(segment_key(key[1], None, key[2])) or build_segment(
             networks[key[1]], segment_key(key[1], None, key[2]), name="before"
         )
@@ -323,7 +331,7 @@ def measure_costs(
                 for shape in shapes
             }
             inputs = {net: by_shape[tuple(shape)] for net, shape in input_shapes.items()}
-            components = _components(
+            components = components_in_context(
                 keys, networks, inputs, ref_key, topk=topk, device=device, capture=capture
             )
             times = time_rounds(components, ref_key, rounds=rounds, warmup=warmup, device=device)

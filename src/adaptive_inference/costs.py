@@ -8,7 +8,8 @@ A **component** is a piece of work the runtime does, keyed by a tuple:
 * ``("jump", network, exit, after_network, after_exit)``: the segment from the input into exit
   ``exit`` of ``network`` right after another node's work (exit ``after_exit`` of
   ``after_network`` and a decision there): an edge into another network, priced in the context
-  the runtime runs it in (at the start of a route, a plain ``segment`` from the input);
+  the runtime runs it in (at the start of a route, a ``segment`` from the input, timed after the
+  same segment on the previous example);
 * ``("decision", steps, reads, network, exit)``: a policy decision with ``steps`` linear steps
   (actions - 1) reading ``reads`` dominators' path features besides the node's own features, at
   the node of exit ``exit`` of ``network`` (timed right after that node's logits are computed,
