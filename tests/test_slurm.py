@@ -590,6 +590,25 @@ def same_frames(local: pd.DataFrame, slurm: pd.DataFrame, what: str):
     pd.testing.assert_frame_equal(local, slurm, check_exact=True, obj=what)
 
 
+def assert_same_saved(a: Path, b: Path, name: str, shape_only: bool = False) -> None:
+    """Two files written by torch.save (a network: spec and state dict; the prepared data:
+    tensors) hold the same keys and equal tensors (or, ``shape_only``, tensors of one shape)."""
+    import torch
+
+    def same(x, y, where: str) -> None:
+        if isinstance(x, dict):
+            assert isinstance(y, dict) and x.keys() == y.keys(), where
+            for key in x:
+                same(x[key], y[key], f"{where}[{key!r}]")
+        elif isinstance(x, torch.Tensor):
+            assert isinstance(y, torch.Tensor) and x.shape == y.shape, where
+            assert shape_only or torch.equal(x, y), where
+        else:
+            assert shape_only or x == y, where
+
+    same(torch.load(a, weights_only=False), torch.load(b, weights_only=False), name)
+
+
 def compare(a: Path, b: Path, name: str, shape_only: bool = False) -> str | None:
     """Compare one result file of two runs as its kind allows (see
     test_outputs_equal_the_local_run); say how: "exact", "shape", "policy", or None (present).
@@ -609,12 +628,7 @@ def compare(a: Path, b: Path, name: str, shape_only: bool = False) -> str | None
         if name.endswith(".npy"):
             assert np.load(a).shape == np.load(b).shape, name
         elif name.endswith(".pt"):
-            import torch
-
-            wa, wb = torch.load(a, weights_only=False), torch.load(b, weights_only=False)
-            assert {k: v.shape for k, v in wa["state_dict"].items()} == {
-                k: v.shape for k, v in wb["state_dict"].items()
-            }, name
+            assert_same_saved(a, b, name, shape_only=True)
         elif name.endswith(".csv"):
             assert list(pd.read_csv(a).columns) == list(pd.read_csv(b).columns), name
         return "shape"
@@ -623,12 +637,7 @@ def compare(a: Path, b: Path, name: str, shape_only: bool = False) -> str | None
     elif name.endswith(".parquet"):
         same_frames(pd.read_parquet(a), pd.read_parquet(b), name)
     elif name.endswith(".pt"):
-        import torch
-
-        wa, wb = torch.load(a, weights_only=False), torch.load(b, weights_only=False)
-        assert wa["spec"] == wb["spec"] and wa["state_dict"].keys() == wb["state_dict"].keys()
-        for key in wa["state_dict"]:
-            assert torch.equal(wa["state_dict"][key], wb["state_dict"][key]), (name, key)
+        assert_same_saved(a, b, name)
     elif name.endswith(".csv"):
         ca, cb = pd.read_csv(a), pd.read_csv(b)
         untimed = [c for c in ca.columns if not TIMED_KEYS.search(c)]
