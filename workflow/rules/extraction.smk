@@ -29,6 +29,7 @@ rule extract_predictions:
         L.benchmark(
             "extract_predictions", "{network}/{shard}" if SHARDED else "{network}"
         )
+    priority: 1  # on the path to the runtime measurement (measure_runtime)
     conda:
         ENV
     threads: workflow.cores

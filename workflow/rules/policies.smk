@@ -15,6 +15,11 @@ rule fit_policies:
         L.log("fit_policies", "{scheme}"),
     benchmark:
         L.benchmark("fit_policies", "{scheme}")
+    # The jobs on the path to the runtime measurement (extraction, joint timing, policies,
+    # measure_runtime) go before the others that are ready (figures, robustness, per-layer
+    # tables): the runtime is measured soon after the costs were timed, the machine likelier in
+    # the same state.
+    priority: 1
     conda:
         ENV
     threads: 1

@@ -1,7 +1,8 @@
 # The policies run for real: per scheme, the runtime at the operating points chosen on
 # validation and the reference network alone, timed interleaved in one job at batch 1 and
 # rebatched, against the speedups the joint costs predict. Like the timing jobs, a measurement
-# takes every core so that nothing runs beside it.
+# takes every core so that nothing runs beside it, and runs as soon as its policies are fitted
+# (priority): the closer to the timing of the costs, the likelier the machine is in the same state.
 
 
 rule measure_runtime:
@@ -17,6 +18,7 @@ rule measure_runtime:
         L.log("measure_runtime", "{scheme}"),
     benchmark:
         L.benchmark("measure_runtime", "{scheme}")
+    priority: 1
     conda:
         ENV
     threads: workflow.cores

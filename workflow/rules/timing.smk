@@ -37,6 +37,7 @@ rule time_costs:
         L.log("time_costs", "{setting}"),
     benchmark:
         L.benchmark("time_costs", "{setting}")
+    priority: 1  # on the path to the runtime measurement (measure_runtime)
     conda:
         ENV
     threads: workflow.cores
