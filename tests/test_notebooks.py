@@ -239,9 +239,9 @@ def test_index_links_every_page_and_figure_relatively(tmp_path):
     assert "Early exit" in page and "demo" in page
 
 
-def test_notebook_jobs_skip_the_iri_parser(tmp_path):
+def test_notebook_jobs_skip_the_iri_parser():
     """nbformat's jsonschema is kept from importing rfc3987_syntax (1.2 s of every notebook
-    job), and the notebooks still run and validate."""
+    job), and a template is still read and validated."""
     code = (
         "import sys\n"
         "from adaptive_inference.notebooks import declared_parameters\n"
