@@ -147,34 +147,33 @@ def components_in_context(
             return decision.one(logits, memo)
         return split_by_action(decision, decision.many(logits, memo, rows), rows)
 
+    def from_input(network: str, exit: int, name: str):
+        """The segment from the input to ``exit`` of ``network`` (the timed one, where it is)."""
+        key = segment_key(network, None, exit)
+        return segments.get(key) or build_segment(networks[network], key, name=name)
+
+    def after_node(key: Key, before, before_x: torch.Tensor, call) -> _Component:
+        """``call`` (on the activation ``before`` left) timed right after a node's work:
+        ``before`` on ``before_x`` and a decision on its logits."""
+
+        def prepare():
+            h, logits = before(before_x)
+            decide(settle, logits, None)
+            return lambda: call(h)
+
+        return _Component(key, prepare)
+
     def for_segment(key: Key) -> _Component:
         segment = segments[key]
         x = inputs[key[1]]
-        if key[2] is None:
-
-            def prepare_start():
-                _, logits = segment(x)
-                decide(settle, logits, None)
-                return lambda: segment(x)
-
-            return _Component(key, prepare_start)
-        before = segments.get(segment_key(key[1], None, key[2])) or build_segment(
-            networks[key[1]], segment_key(key[1], None, key[2]), name="before"
-        )
-
-        def prepare():
-            h, logits = before(x)
-            decide(settle, logits, None)
-            return lambda: segment(h)
-
-        return _Component(key, prepare)
+        if key[2] is None:  # a route's start: after the same segment on the previous example
+            return after_node(key, segment, x, lambda _: segment(x))
+        return after_node(key, from_input(key[1], key[2], "before"), x, segment)
 
     def for_decision(key: Key) -> _Component:
         _, steps, reads, network, exit = key
         decision = random_decision(steps, reads, topk=topk, device=device)
-        producer = segments.get(segment_key(network, None, exit)) or build_segment(
-            networks[network], segment_key(network, None, exit), name="producer"
-        )
+        producer = from_input(network, exit, "producer")
         x = inputs[network]
         memo = None
         if reads:
@@ -203,20 +202,10 @@ def components_in_context(
 
     def for_jump(key: Key) -> _Component:
         _, network, exit, after_network, after_exit = key
-        segment = segments.get(segment_key(network, None, exit)) or build_segment(
-            networks[network], segment_key(network, None, exit), name=component_name(key)
-        )
-        before = segments.get(segment_key(after_network, None, after_exit)) or build_segment(
-            networks[after_network], segment_key(after_network, None, after_exit), name="before"
-        )
-        x, before_x = inputs[network], inputs[after_network]
-
-        def prepare():
-            _, logits = before(before_x)
-            decide(settle, logits, None)
-            return lambda: segment(x)
-
-        return _Component(key, prepare)
+        segment = from_input(network, exit, component_name(key))
+        before = from_input(after_network, after_exit, "before")
+        x = inputs[network]
+        return after_node(key, before, inputs[after_network], lambda _: segment(x))
 
     builders = {"segment": for_segment, "jump": for_jump, "decision": for_decision}
     return [for_answer() if k == ANSWER else builders[k[0]](k) for k in keys]
