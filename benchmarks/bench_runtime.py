@@ -1,7 +1,8 @@
 """Measured against predicted speedup of a finished study, every scheme, loss budget and mode.
 
     .venv/bin/python benchmarks/bench_runtime.py [--results results] [--config config.yaml]
-        [--device cpu|cuda] [--max-examples 2000] [--repeats 3] [--retime] [--out FILE.json]
+        [--device cpu|cuda] [--max-examples 2000] [--repeats 3] [--retime] [--passes 3]
+        [--schemes ...] [--out FILE.json]
 
 Loads the study's networks, predictions, joint costs and fitted policies from ``results/`` (the
 operating points chosen on validation, as rule measure_runtime measures them) and runs
@@ -13,14 +14,20 @@ the adaptive throughput beside the reference's. Needs no Snakemake.
 On another device than the study's (``--device cuda`` on a GPU), the costs the predictions use
 must be the device's: ``--retime`` runs the joint timing job's code there first
 (:func:`~adaptive_inference.cost_timing.measure_costs`, same rounds as the config) and predicts
-with those costs (the policies stay the ones fitted on the study's costs).
+with those costs (the policies stay the ones fitted on the study's costs), the study's own
+prediction and ratio beside (``study_predicted_speedup``, ``study_ratio``).
+
+On the study's machine, ``--retime --passes N`` tells the cost model's error from the machine's
+state: each pass times the costs, then measures every scheme, and prints the reference's time in
+both; predictions from costs timed seconds before the measurement, in whatever state the machine
+is in, set beside the study's (docs/runtime.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -39,7 +46,12 @@ from adaptive_inference.graph import scheme_structure
 from adaptive_inference.io import write_json
 from adaptive_inference.layout import Layout
 from adaptive_inference.networks import load_network
-from adaptive_inference.runtime_measure import RuntimeSettings, measure_scheme, network_images
+from adaptive_inference.runtime_measure import (
+    RuntimeSettings,
+    measure_scheme,
+    network_images,
+    predicted_ms,
+)
 from adaptive_inference.study import read_study
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,6 +65,7 @@ COLUMNS = [
     "reference_throughput",
     "different",
 ]
+STUDY_COLUMNS = ["study_predicted_speedup", "study_ratio"]
 
 
 def retimed_costs(config, layout: Layout, device: torch.device) -> dict[str, Costs]:
@@ -91,6 +104,43 @@ def retimed_costs(config, layout: Layout, device: torch.device) -> dict[str, Cos
     return costs
 
 
+def measure(
+    config, layout: Layout, scheme: str, settings, device: torch.device, costs
+) -> pd.DataFrame:
+    """One scheme measured against the prediction of its study's costs, or of ``costs`` (timed
+    now) with the study's own prediction beside (``study_*`` columns)."""
+    entry = config["policies"]["schemes"][scheme]
+    study = read_study(scheme, entry, config["policies"], reference_network(config), layout=layout)
+    ids = study.ids("test")[: settings.max_examples]
+    loaded = {n: load_network(layout.network(n), with_spec=True) for n in entry["networks"]}
+    table = measure_scheme(
+        study if costs is None else replace(study, costs=costs),
+        {n: m for n, (m, _) in loaded.items()},
+        network_images(config["data"], {n: s for n, (_, s) in loaded.items()}, ids),
+        ids,
+        settings=settings,
+        setting=config["policies"]["setting"],
+        device=device,
+        compute=config["compute"],
+        progress=False,
+    ).speedups
+    if costs is not None:
+        rows = study.graphs[config["policies"]["setting"]].rows(ids)
+        predicted = [
+            predicted_ms(
+                study,
+                None if pd.isna(r.point_id) else study.policies[int(r.point_id)],
+                rows,
+                r.mode,
+                settings.batch_size,
+            )
+            for r in table.itertuples()
+        ]
+        table["study_predicted_speedup"] = [ref / ms for ms, ref in predicted]
+        table["study_ratio"] = table["measured_speedup"] / table["study_predicted_speedup"]
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--results", default="results", help="the study's results folder")
@@ -102,6 +152,12 @@ def main() -> None:
         "--retime",
         action="store_true",
         help="time the costs again on --device and predict with them",
+    )
+    parser.add_argument(
+        "--passes",
+        type=int,
+        default=1,
+        help="repeat (the re-timing and) the measurement of every scheme this many times",
     )
     parser.add_argument("--schemes", nargs="*", help="default: every scheme of the config")
     parser.add_argument("--out", help="write every number to this JSON file")
@@ -136,33 +192,25 @@ def main() -> None:
         f"torch {env['torch_version']}; batch 1 and rebatched at {settings.batch_size}; "
         f"{settings.repeats} interleaved passes"
     )
-    costs = retimed_costs(config, layout, device) if args.retime else None
-    report: dict = {"environment": env, "settings": vars(args), "schemes": {}}
+    report: dict = {"environment": env, "settings": vars(args), "passes": []}
     pd.set_option("display.width", 200)
-    for scheme in args.schemes or list(config["policies"]["schemes"]):
-        entry = config["policies"]["schemes"][scheme]
-        study = read_study(
-            scheme, entry, config["policies"], reference_network(config), layout=layout
-        )
-        if costs is not None:
-            study.costs = costs
-        ids = study.ids("test")[: settings.max_examples]
-        loaded = {n: load_network(layout.network(n), with_spec=True) for n in entry["networks"]}
-        start = time.perf_counter()
-        result = measure_scheme(
-            study,
-            {n: m for n, (m, _) in loaded.items()},
-            network_images(config["data"], {n: s for n, (_, s) in loaded.items()}, ids),
-            ids,
-            settings=settings,
-            setting=config["policies"]["setting"],
-            device=device,
-            compute=config["compute"],
-            progress=False,
-        )
-        print(f"== {scheme}: {len(ids)} test examples, {time.perf_counter() - start:.0f} s")
-        print(result.speedups[COLUMNS].round(3).to_string(index=False))
-        report["schemes"][scheme] = json.loads(result.speedups.to_json(orient="records"))
+    for number in range(args.passes):
+        costs = retimed_costs(config, layout, device) if args.retime else None
+        schemes = {}
+        for scheme in args.schemes or list(config["policies"]["schemes"]):
+            table = measure(config, layout, scheme, settings, device, costs)
+            print(
+                f"== pass {number + 1}/{args.passes}, {scheme}: reference "
+                + ", ".join(
+                    f"{r.mode} {r.predicted_ref_ms:.3f} ms in the costs, "
+                    f"{r.measured_ref_ms:.3f} ms measured"
+                    for r in table[table["label"] == "reference"].itertuples()
+                )
+            )
+            columns = COLUMNS if costs is None else COLUMNS[:2] + STUDY_COLUMNS + COLUMNS[2:]
+            print(table[columns].round(3).to_string(index=False))
+            schemes[scheme] = json.loads(table.to_json(orient="records"))
+        report["passes"].append(schemes)
     if args.out:
         write_json(report, args.out)
 

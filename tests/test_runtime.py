@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 from collections import defaultdict
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,7 @@ from adaptive_inference.runtime_measure import (
     Stopwatch,
     measure_scheme,
     predicted_batched_ms,
+    predicted_ms,
     segment_counts,
 )
 from adaptive_inference.splits import make_splits
@@ -807,6 +809,15 @@ def test_measurement_of_a_scheme(studies, networks, test_set):
             graphs["throughput"], route, policy.start_, costs, THROUGHPUT_BATCH
         )
         assert row.predicted_ms == pytest.approx(expected / len(ids), rel=1e-12)
+    # the prediction of every row, again from the study (what bench_runtime sets beside a
+    # re-timed one), and from costs twice as dear: twice the time, the same speedup
+    dearer = replace(study, costs={s: c.scaled(2.0) for s, c in study.costs.items()})
+    for row in table.itertuples():
+        policy = None if row.label == "reference" else study.policies[int(row.point_id)]
+        again = predicted_ms(study, policy, rows, row.mode, THROUGHPUT_BATCH)
+        assert again == pytest.approx((row.predicted_ms, row.predicted_ref_ms), rel=1e-12)
+        doubled = predicted_ms(dearer, policy, rows, row.mode, THROUGHPUT_BATCH)
+        assert doubled == pytest.approx((2 * row.predicted_ms, 2 * row.predicted_ref_ms))
     assert (table["measured_ms"] > 0).all() and (table["runtime_compute_ms"] > 0).all()
     assert len(result.examples) == len(ids) * (len(points) + 1)
     for mode in ("batch1", "batched"):

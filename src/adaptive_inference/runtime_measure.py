@@ -174,6 +174,25 @@ def predicted_batched_ms(
     return total
 
 
+def predicted_ms(
+    study: Study, policy: TradeoffPolicy | None, rows: np.ndarray, mode: str, batch_size: int
+) -> tuple[float, float]:
+    """The predicted time per example (ms) of a policy (None: the reference alone) and of the
+    reference alone on graph ``rows``, in ``mode`` (:data:`MODES`), priced by ``study``'s costs
+    of that mode's setting: batch 1 the route's mean cost, batched
+    :func:`predicted_batched_ms` at ``batch_size``."""
+    priced = study.graphs[MODES[mode]]
+    route = route_of(priced, policy, rows)
+    if mode == "batch1":
+        return float(route.cost_ms.mean()), priced.reference_ms
+    costs, n, ref = study.costs[MODES[mode]], len(rows), priced.reference
+    start = ref if policy is None else policy.start_
+    return (
+        predicted_batched_ms(priced, route, start, costs, batch_size) / n,
+        predicted_batched_ms(priced, route_of(priced, None, rows), ref, costs, batch_size) / n,
+    )
+
+
 # -------------------------------------------------------------------------------------------
 # Timed passes
 # -------------------------------------------------------------------------------------------
@@ -408,15 +427,11 @@ def measure_scheme(
     for label, row in _labels(chosen):
         name = REFERENCE if row is None else str(int(row["point_id"]))
         policy = None if row is None else study.policies[int(row["point_id"])]
-        start = graph.reference if policy is None else policy.start_
         route = route_of(graph, policy, rows)
         for mode, cost_setting in MODES.items():
             priced = study.graphs[cost_setting]
-            priced_route = route_of(priced, policy, rows)
-            ref_route = route_of(priced, None, rows)
+            predicted, predicted_ref = predicted_ms(study, policy, rows, mode, settings.batch_size)
             if mode == "batch1":
-                predicted = float(priced_route.cost_ms.mean())
-                predicted_ref = priced.reference_ms
                 measured = float(np.median([t[name] for t, _ in latency], axis=0).mean()) / 1e6
                 measured_ref = (
                     float(np.median([t[REFERENCE] for t, _ in latency], axis=0).mean()) / 1e6
@@ -424,17 +439,6 @@ def measure_scheme(
                 per_pass = [t[REFERENCE].sum() / t[name].sum() for t, _ in latency]
                 answers = latency[0][1][name]
             else:
-                costs = study.costs[cost_setting]
-                predicted = (
-                    predicted_batched_ms(priced, priced_route, start, costs, settings.batch_size)
-                    / n
-                )
-                predicted_ref = (
-                    predicted_batched_ms(
-                        priced, ref_route, graph.reference, costs, settings.batch_size
-                    )
-                    / n
-                )
                 measured = float(np.median([t[name] for t, _ in streams])) / 1e6 / n
                 measured_ref = float(np.median([t[REFERENCE] for t, _ in streams])) / 1e6 / n
                 per_pass = [t[REFERENCE] / t[name] for t, _ in streams]
