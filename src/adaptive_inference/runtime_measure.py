@@ -20,9 +20,9 @@ job's costs (:mod:`adaptive_inference.cost_timing`): at batch 1 the latency cost
 sweep prices them; batched, :func:`predicted_batched_ms` counts the calls each segment,
 decision and answer makes when rebatched (full batches, then one flush call per segment) and
 prices each at its own size. Both systems' predictions and measurements are ratios to the
-reference in the same job, so the machine's absolute speed cancels; its drift between the
-timing job and this one does not entirely, as the small components' ratios to the reference
-move with the machine's speed (docs/runtime.md).
+reference in the same job, so the machine's absolute speed cancels; its state does not
+entirely: on a shared CPU the speedup a runtime gets moves with it, more than the costs' ratios
+do (docs/runtime.md).
 
 **Where the time goes**: an instrumented pass of each system (batch 1 on the first
 :data:`INSTRUMENTED` examples; the whole stream rebatched) times every segment call and every
