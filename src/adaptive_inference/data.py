@@ -29,6 +29,11 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 from adaptive_inference.errors import DatasetNotFoundError
 from adaptive_inference.imagenet import ImageTable
 from adaptive_inference.io import atomic_path
+from adaptive_inference.layout import (
+    FASHION_MNIST_FILES,
+    fashion_mnist_prepared,
+    fashion_mnist_raw,
+)
 
 if TYPE_CHECKING:
     from torchvision import datasets, transforms
@@ -37,12 +42,6 @@ if TYPE_CHECKING:
 # after prepare_data read the prepared tensors and should not pay its import (over a second).
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-FASHION_MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
 # Mean and standard deviation of Fashion-MNIST's training pixels (in [0, 1]).
 FASHION_MNIST_MEAN = 0.2860
 FASHION_MNIST_STD = 0.3530
@@ -65,13 +64,12 @@ def prepare_fashion_mnist(
 
 
 def _unpack_fashion_mnist(root: Path, source: Path | str | None, download: bool) -> list[Path]:
-    raw = root / "FashionMNIST" / "raw"
-    targets = [raw / name for name in FASHION_MNIST_FILES]
+    targets = [Path(path) for path in fashion_mnist_raw(str(root))]
     if all(t.exists() for t in targets):
         return targets
     gz = [Path(source) / f"{name}.gz" for name in FASHION_MNIST_FILES] if source else []
     if gz and all(p.exists() for p in gz):
-        raw.mkdir(parents=True, exist_ok=True)
+        targets[0].parent.mkdir(parents=True, exist_ok=True)
         for src, dst in zip(gz, targets):
             with gzip.open(src, "rb") as fin, atomic_path(dst) as tmp, open(tmp, "wb") as fout:
                 shutil.copyfileobj(fin, fout)
@@ -90,16 +88,11 @@ def _unpack_fashion_mnist(root: Path, source: Path | str | None, download: bool)
     raise DatasetNotFoundError(_fashion_mnist_help(source, "downloads are disabled"))
 
 
-def fashion_mnist_prepared(root: Path | str, train: bool) -> Path:
-    """The decoded split (uint8 images, int64 labels) that :func:`fashion_mnist` reads."""
-    return Path(root) / "FashionMNIST" / "prepared" / f"{'train' if train else 'test'}.pt"
-
-
 def _decode_fashion_mnist(root: Path, train: bool) -> Path:
     """Decode a split's IDX files through torchvision's ``FashionMNIST`` once, for every job."""
     from torchvision import datasets
 
-    path = fashion_mnist_prepared(root, train)
+    path = Path(fashion_mnist_prepared(str(root), train))
     if not path.exists():
         ds = datasets.FashionMNIST(root, train=train, download=False)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,7 +117,7 @@ def fashion_mnist(root: Path | str, train: bool) -> TensorDataset:
     Reads the split :func:`prepare_fashion_mnist` decoded (a tensor file: the jobs that read the
     data neither decode the IDX files again nor import torchvision, over a second each).
     """
-    path = fashion_mnist_prepared(root, train)
+    path = Path(fashion_mnist_prepared(str(root), train))
     if not path.exists():
         raise DatasetNotFoundError(
             f"Fashion-MNIST is not prepared under {root}: {path} is missing. Run the workflow's "

@@ -24,6 +24,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 RUNTIME_TABLES = ("speedups", "segments", "examples")
+FASHION_MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+"""Fashion-MNIST's raw IDX files, as torchvision reads them from ``<root>/FashionMNIST/raw``."""
+
+
+def fashion_mnist_prepared(root: str, train: bool) -> str:
+    """The decoded split (uint8 images, int64 labels) that prepare_data writes under the
+    dataset's ``root`` and every later job reads (:func:`adaptive_inference.data.fashion_mnist`)."""
+    return f"{root}/FashionMNIST/prepared/{'train' if train else 'test'}.pt"
+
+
+def fashion_mnist_raw(root: str) -> list[str]:
+    """The raw IDX files under the dataset's ``root``, where torchvision's ``FashionMNIST``
+    reads them."""
+    return [f"{root}/FashionMNIST/raw/{name}" for name in FASHION_MNIST_FILES]
+
+
+def fashion_mnist_files(root: str) -> list[str]:
+    """Every file prepare_data writes under the dataset's ``root``: the raw IDX files and the
+    two decoded splits."""
+    return fashion_mnist_raw(root) + [fashion_mnist_prepared(root, t) for t in (True, False)]
 
 
 @dataclass(frozen=True)

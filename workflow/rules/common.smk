@@ -15,7 +15,7 @@ from adaptive_inference.config import (
     runtime_schemes,
 )
 from adaptive_inference.joblog import put_package_on_job_path
-from adaptive_inference.layout import Layout
+from adaptive_inference.layout import Layout, fashion_mnist_files
 from adaptive_inference.notebooks import NOTEBOOKS, figure_names, skip_iri_format_parser
 
 skip_iri_format_parser()  # before validate() imports jsonschema: 1.2 s of every start
@@ -40,14 +40,6 @@ NOTEBOOK_SECTIONS = {
     name: name.split("_", 1)[1] for name in NOTEBOOKS
 }  # 2_early_exit: early_exit
 ENV = "../../envs/environment.yaml"
-FASHION_MNIST_FILES = [  # the raw IDX files, and the splits decoded once (adaptive_inference.data)
-    "raw/train-images-idx3-ubyte",
-    "raw/train-labels-idx1-ubyte",
-    "raw/t10k-images-idx3-ubyte",
-    "raw/t10k-labels-idx1-ubyte",
-    "prepared/train.pt",
-    "prepared/test.pt",
-]
 
 
 wildcard_constraints:
@@ -62,7 +54,7 @@ def get_dataset_files():
     """The prepared dataset files a rule reads (none for an external image folder)."""
     data = config["data"]
     if data["dataset"] == "fashion_mnist":
-        return [f"{data['root']}/FashionMNIST/{name}" for name in FASHION_MNIST_FILES]
+        return fashion_mnist_files(data["root"])
     if data["dataset"] == "imagenet":
         sets = ["eval", "train"] if data["imagenet"]["train"] else ["eval"]
         return [f"{data['root']}/imagenet/{which}_index.parquet" for which in sets]
