@@ -32,7 +32,7 @@ from adaptive_inference.costs import (
     key_columns,
     segment_key,
 )
-from adaptive_inference.decision import PathMemo
+from adaptive_inference.decision import NodeDecision, PathMemo
 from adaptive_inference.graph import scheme_structure
 from adaptive_inference.networks import build_network
 
@@ -269,17 +269,26 @@ def test_costs_read_back_from_the_joint_table(joint, tmp_path):
     assert latency.per_example(key) == first["cost_ms"]
 
 
-def test_each_component_is_timed_after_what_precedes_it_in_the_runtime():
+def test_each_component_is_timed_after_what_precedes_it_in_the_runtime(monkeypatch):
     """The context (``prepare``, untimed) runs what the runtime runs before the component: a
-    route's first segment after the same segment (the previous example of a stream starting
-    there), a jump after the network it comes from, a continuation after its own network's
-    earlier stages; the timed call runs only the component's own network."""
+    route's first segment after the same segment and a decision (the previous example of a
+    stream starting there), a jump after the network it comes from and a decision there, a
+    continuation after its own network's earlier stages and a decision; the reference alone
+    after itself with no decision (its runtime decides nothing). The timed call runs only the
+    component's own network."""
     networks = tiny_networks()
     ran: list[str] = []
     for name, model in networks.items():
         model.eval()
         for stage in model.stages:
             stage.register_forward_hook(lambda *_, name=name: ran.append(name))
+    one = NodeDecision.one
+
+    def recorded(self, logits, memo):
+        ran.append("decision")
+        return one(self, logits, memo)
+
+    monkeypatch.setattr(NodeDecision, "one", recorded)
     inputs = {name: torch.randn(1, 1, 28, 28) for name in networks}
     reference = segment_key("exit_resnet", None, 2)
     keys = [
@@ -298,7 +307,7 @@ def test_each_component_is_timed_after_what_precedes_it_in_the_runtime():
             ran.clear()
             call()
             contexts[component.key] = (context, set(ran))
-    assert contexts[keys[0]] == ({"small_cnn"}, {"small_cnn"})
-    assert contexts[keys[1]] == ({"small_cnn"}, {"exit_resnet"})
-    assert contexts[keys[2]] == ({"exit_resnet"}, {"exit_resnet"})
+    assert contexts[keys[0]] == ({"small_cnn", "decision"}, {"small_cnn"})
+    assert contexts[keys[1]] == ({"small_cnn", "decision"}, {"exit_resnet"})
+    assert contexts[keys[2]] == ({"exit_resnet", "decision"}, {"exit_resnet"})
     assert contexts[reference] == ({"exit_resnet"}, {"exit_resnet"})

@@ -19,10 +19,15 @@ Each is timed **in context**, right after what precedes it in the runtime:
 * a jump into another network (a segment from the input on an edge): right after the work of
   the node it comes from (that node's segment and a decision on its logits), a cold start for
   the network jumped into;
-* a segment from the input at the start of a route (the reference network alone included):
-  right after the same segment and a decision on its logits, as the previous example of a
-  stream that starts there ran them (timed after unrelated work, a network entered directly from
-  the start was priced 1.2x dearer than the stream that always starts there measured);
+* a segment from the input at the start of a route: right after the same segment and a
+  decision on its logits, as the previous example of a stream that starts there ran them (timed
+  after unrelated work, a network entered directly from the start was priced 1.2x dearer than
+  the stream that always starts there measured);
+* the reference network alone (the denominator of every speedup): right after itself and the
+  answer, with no decision between, as its runtime runs it (a decision just before a network
+  slows it: the reference by 4-5% and the linear network by half, measured on the default
+  study's networks; priced after a decision, the reference was dearer than the runtime found it,
+  and every predicted speedup a few percent too high);
 * a decision: right after the segment that produces its node's logits (from the input), with
   the runtime's own :class:`~adaptive_inference.decision.NodeDecision` of the node's shape (its
   steps and the path features it reads; every step evaluated, the costliest case), including,
@@ -147,6 +152,14 @@ def components_in_context(
             return decision.one(logits, memo)
         return split_by_action(decision, decision.many(logits, memo, rows), rows)
 
+    classes = torch.empty(batch, dtype=torch.int64, device=device)
+
+    def answer(logits: torch.Tensor):
+        """Read the class of every example (where they stop), as the runtime does."""
+        if batch == 1:
+            return int(logits.argmax(1))
+        return classes.__setitem__(rows, logits.argmax(1))
+
     def from_input(network: str, exit: int, name: str):
         """The segment from the input to ``exit`` of ``network`` (the timed one, where it is)."""
         key = segment_key(network, None, exit)
@@ -166,6 +179,13 @@ def components_in_context(
     def for_segment(key: Key) -> _Component:
         segment = segments[key]
         x = inputs[key[1]]
+        if key == reference:  # alone: after itself and its answer on the previous example
+
+            def prepare():
+                answer(segment(x)[1])
+                return lambda: segment(x)
+
+            return _Component(key, prepare)
         if key[2] is None:  # a route's start: after the same segment on the previous example
             return after_node(key, segment, x, lambda _: segment(x))
         return after_node(key, from_input(key[1], key[2], "before"), x, segment)
@@ -190,13 +210,9 @@ def components_in_context(
         return _Component(key, prepare)
 
     def for_answer() -> _Component:
-        classes = torch.empty(batch, dtype=torch.int64, device=device)
-
         def prepare():
             _, logits = ref_segment(ref_input)
-            if batch == 1:
-                return lambda: int(logits.argmax(1))
-            return lambda: classes.__setitem__(rows, logits.argmax(1))
+            return lambda: answer(logits)
 
         return _Component(ANSWER, prepare)
 
