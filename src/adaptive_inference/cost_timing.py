@@ -25,9 +25,10 @@ Each is timed **in context**, right after what precedes it in the runtime:
   the stream that always starts there measured);
 * the reference network alone (the denominator of every speedup): right after itself and the
   answer, with no decision between, as its runtime runs it (a decision just before a network
-  slows it: the reference by 4-5% and the linear network by half, measured on the default
-  study's networks; priced after a decision, the reference was dearer than the runtime found it,
-  and every predicted speedup a few percent too high);
+  slows it: on the default study's networks at batch 1, the reference by 4-5% and the linear
+  network by about half, ``benchmarks/bench_context.py``; timed after one, the reference came
+  out 2-3% dearer against every other component than its runtime runs, and early exit's
+  predicted batch-1 speedups 2-4% high);
 * a decision: right after the segment that produces its node's logits (from the input), with
   the runtime's own :class:`~adaptive_inference.decision.NodeDecision` of the node's shape (its
   steps and the path features it reads; every step evaluated, the costliest case), including,
