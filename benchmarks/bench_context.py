@@ -8,12 +8,13 @@ Loads a finished study's networks from ``results/`` and times, for each network'
 the input to each of its exits, one call in two contexts (untimed, right before it): the same
 segment and a decision on its logits (a route's start: the previous example of a stream that
 starts there decided there, as :mod:`adaptive_inference.cost_timing` prices it) and the same
-segment and the answer only (the reference network alone, whose runtime decides nothing). The
+segment and the answer only (a node alone: a single network, the reference among them, whose
+runtime decides nothing). The
 calls run in rounds, in an order rotated from round to round, in one process, at batch 1 with
 the timing jobs' threads. Prints each segment's median time in both contexts and their ratio.
 On the default study's networks (CPU, 1 thread) a decision just before made exit_resnet 4-5%
-slower and the linear network about 1.5x: why the joint timing prices the reference alone after
-its answer (docs/timing.md).
+slower and the linear network about 1.5x: why the joint timing prices every node alone after its
+answer (docs/timing.md).
 """
 
 from __future__ import annotations

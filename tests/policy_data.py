@@ -8,7 +8,7 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
-from adaptive_inference.costs import Costs
+from adaptive_inference.costs import Costs, alone_key
 from adaptive_inference.graph import StageGraph
 
 FEATURES = ["top1_prob", "top2_prob", "margin", "entropy"]
@@ -39,7 +39,8 @@ def make_graph(
     *,
     correct_top5: np.ndarray | None = None,
     features: np.ndarray | None = None,
-    alone_ms: Sequence[float] | None = None,
+    start_ms: Sequence[float] | None = None,
+    single_ms: Sequence[float] | None = None,
     successors: Sequence[Sequence[int]] | None = None,
     decision_ms: float | Sequence[float] = 0.0,
     answer_ms: float = 0.0,
@@ -53,13 +54,13 @@ def make_graph(
     target alone), priced by :meth:`Costs.additive`.
 
     Defaults: a chain; costs 1, 2, 4, ... ms; features from :func:`confidence`; the top-1 class
-    is 0 where the answer is right (every label is 0), else 1. ``decision_ms``: one cost for
-    every node, or one per node.
+    is 0 where the answer is right (every label is 0), else 1. ``single_ms``: each node alone
+    (default: its ``start_ms``). ``decision_ms``: one cost for every node, or one per node.
     """
     correct_top1 = np.asarray(correct_top1, dtype=bool)
     nodes, n = correct_top1.shape
     rng = np.random.default_rng(seed)
-    alone = np.asarray(alone_ms if alone_ms is not None else 2.0 ** np.arange(nodes), dtype=float)
+    alone = np.asarray(start_ms if start_ms is not None else 2.0 ** np.arange(nodes), dtype=float)
     if successors is None:
         successors = [[k + 1] if k + 1 < nodes else [] for k in range(nodes)]
     names = [f"n{k}" for k in range(nodes)]
@@ -72,6 +73,9 @@ def make_graph(
     stages = {net: [ms] for net, ms in zip(names, alone, strict=True)}
     costs = Costs.additive(stages, answer_ms=answer_ms, max_shape=nodes)
     costs = with_decision_ms(costs, dict(zip(names, per_node, strict=True)))
+    if single_ms is not None:
+        for net, ms in zip(names, single_ms, strict=True):
+            costs.calls[alone_key(net, 0)] = {1: float(ms)}
     predictions = np.where(correct_top1, 0, 1)
     top_i = np.stack([predictions, 1 - predictions], axis=2)
     top_p = features[:, :, :2].astype(np.float32)

@@ -26,6 +26,7 @@ from adaptive_inference.costs import (
     ANSWER,
     TABLE_COLUMNS,
     Costs,
+    alone_key,
     component_name,
     decision_key,
     jump_key,
@@ -134,7 +135,15 @@ def test_component_names_and_columns():
     assert component_name(decision_key(2, 1, "n", 0)) == "decision:n:exit0:steps2:reads1"
     assert component_name(ANSWER) == "answer"
     assert component_name(jump_key("n", 2, "m", 0)) == "n:input->exit2 after m:exit0"
+    assert component_name(alone_key("n", 2)) == "n:input->exit2 alone"
     assert key_columns(segment_key("n", None, 2))["source"] == -1
+    alone = key_columns(alone_key("n", 2))
+    assert (alone["kind"], alone["network"], alone["exit"], alone["source"]) == (
+        "alone",
+        "n",
+        2,
+        -1,
+    )
     jump = key_columns(jump_key("n", 2, "m", 0))
     assert (jump["network"], jump["exit"], jump["after_network"], jump["after_exit"]) == (
         "n",
@@ -232,7 +241,7 @@ def test_joint_table_holds_every_component_at_every_batch_size(joint):
 
 def test_ratios_are_to_the_reference_of_the_same_round(joint):
     _, _, table = joint
-    reference = table[table["component"] == "exit_resnet:input->exit2"]
+    reference = table[table["component"] == "exit_resnet:input->exit2 alone"]
     assert len(reference) == len(BATCH_SIZES)
     assert (reference[["ratio_median", "ratio_q25", "ratio_q75"]] == 1.0).all().all()
     ref_median = table["batch_size"].map(reference.set_index("batch_size")["median_ms"])
@@ -273,9 +282,9 @@ def test_each_component_is_timed_after_what_precedes_it_in_the_runtime(monkeypat
     """The context (``prepare``, untimed) runs what the runtime runs before the component: a
     route's first segment after the same segment and a decision (the previous example of a
     stream starting there), a jump after the network it comes from and a decision there, a
-    continuation after its own network's earlier stages and a decision; the reference alone
-    after itself with no decision (its runtime decides nothing). The timed call runs only the
-    component's own network."""
+    continuation after its own network's earlier stages and a decision; a node alone (the
+    reference among them) after itself with no decision (its runtime decides nothing). The timed
+    call runs only the component's own network."""
     networks = tiny_networks()
     ran: list[str] = []
     for name, model in networks.items():
@@ -290,12 +299,14 @@ def test_each_component_is_timed_after_what_precedes_it_in_the_runtime(monkeypat
 
     monkeypatch.setattr(NodeDecision, "one", recorded)
     inputs = {name: torch.randn(1, 1, 28, 28) for name in networks}
-    reference = segment_key("exit_resnet", None, 2)
+    reference = alone_key("exit_resnet", 2)
     keys = [
         segment_key("small_cnn", None, 0),
         jump_key("exit_resnet", 2, "small_cnn", 0),
         segment_key("exit_resnet", 0, 2),
         reference,
+        alone_key("small_cnn", 0),
+        segment_key("exit_resnet", None, 2),
     ]
     components = components_in_context(keys, networks, inputs, reference, topk=5, device=CPU)
     contexts = {}
@@ -311,3 +322,5 @@ def test_each_component_is_timed_after_what_precedes_it_in_the_runtime(monkeypat
     assert contexts[keys[1]] == ({"small_cnn", "decision"}, {"exit_resnet"})
     assert contexts[keys[2]] == ({"exit_resnet", "decision"}, {"exit_resnet"})
     assert contexts[reference] == ({"exit_resnet"}, {"exit_resnet"})
+    assert contexts[keys[4]] == ({"small_cnn"}, {"small_cnn"})
+    assert contexts[keys[5]] == ({"exit_resnet", "decision"}, {"exit_resnet"})

@@ -15,6 +15,7 @@ from adaptive_inference.graph import (
     route_table,
     scheme_graph,
     scheme_structure,
+    starts_alone,
     walk,
 )
 
@@ -125,7 +126,7 @@ def test_early_exit_graph_is_a_chain_with_backbone_plus_head_edges(tables):
     assert g.names == ["big/exit0", "big/exit1", "big/final"]
     assert g.successors == [[1], [2], []]
     # stages 2, 2, 4 and heads 0.1 each
-    assert g.alone_ms.tolist() == pytest.approx([2.1, 4.1, 8.1])
+    assert g.start_ms.tolist() == pytest.approx([2.1, 4.1, 8.1])
     assert g.edge_ms == {(0, 1): pytest.approx(2.1), (1, 2): pytest.approx(4.1)}
     assert g.names[g.reference] == "big/final"
     assert g.decision_ms.tolist() == pytest.approx([0.05, 0.05, 0.0])
@@ -149,7 +150,7 @@ def test_other_costs_reprice_the_same_graph(tables):
     calls = {k: {**v, 256: v[1] * 256 * 0.1} for k, v in costs.calls.items()}
     throughput = Costs(batch_size=256, calls=calls)
     h = g.with_costs(throughput)
-    assert h.alone_ms.tolist() == pytest.approx((0.1 * g.alone_ms).tolist())
+    assert h.start_ms.tolist() == pytest.approx((0.1 * g.start_ms).tolist())
     assert h.reference_ms == pytest.approx(0.1 * g.reference_ms)
     assert h.edge_ms[(0, 2)] == pytest.approx(0.1 * g.edge_ms[(0, 2)])
     assert np.array_equal(h.correct_top1, g.correct_top1) and h.reference == g.reference
@@ -173,7 +174,7 @@ def test_network_selection_keeps_the_mapping_order_and_jumps_pay_the_whole_netwo
     g = scheme_graph("network_selection", predictions, costs)
     assert g.names == ["tiny", "mid", "big"]
     assert g.successors == [[1, 2], [2], []]
-    assert g.alone_ms.tolist() == pytest.approx([1.1, 3.1, 8.1])
+    assert g.start_ms.tolist() == pytest.approx([1.1, 3.1, 8.1])
     assert g.edge_ms[(0, 1)] == pytest.approx(3.1)
     assert g.edge_ms[(0, 2)] == pytest.approx(8.1)  # A -> R pays R alone
     assert g.edge_ms[(1, 2)] == pytest.approx(8.1)
@@ -184,7 +185,7 @@ def test_network_selection_keeps_the_mapping_order_and_jumps_pay_the_whole_netwo
     backwards = {net: predictions[net] for net in ("big", "mid", "tiny")}
     h = scheme_graph("network_selection", backwards, costs)
     assert h.names == ["big", "mid", "tiny"]
-    assert h.alone_ms.tolist() == pytest.approx([8.1, 3.1, 1.1])
+    assert h.start_ms.tolist() == pytest.approx([8.1, 3.1, 1.1])
     assert h.names[h.reference] == g.names[g.reference]
     with pytest.raises(ValueError, match="not a node or network"):
         scheme_graph("network_selection", predictions, costs, reference="huge")
@@ -293,7 +294,7 @@ def test_walk_pays_every_stage_on_the_path_the_decisions_and_the_answer():
     correct = np.ones((3, 4), dtype=bool)
     g = make_graph(
         correct,
-        alone_ms=[1.0, 2.0, 4.0],
+        start_ms=[1.0, 2.0, 4.0],
         successors=[[1, 2], [2], []],
         decision_ms=0.5,
         answer_ms=0.25,
@@ -323,7 +324,7 @@ def test_walk_pays_every_stage_on_the_path_the_decisions_and_the_answer():
 
 def test_walk_from_another_start():
     g = make_graph(
-        np.ones((3, 3), dtype=bool), alone_ms=[1.0, 2.0, 4.0], decision_ms=0.5, answer_ms=0.25
+        np.ones((3, 3), dtype=bool), start_ms=[1.0, 2.0, 4.0], decision_ms=0.5, answer_ms=0.25
     )
     seen = []
 
@@ -339,6 +340,41 @@ def test_walk_from_another_start():
     # the reference alone is a route that starts at it
     alone = walk(g, np.arange(3), decide, start=2)
     assert alone.cost_ms.tolist() == pytest.approx([g.reference_ms] * 3)
+
+
+def test_a_node_alone_is_priced_as_it_runs_alone():
+    """A route that is one node alone (every example stops at its start, nothing decided there:
+    a terminal node, a constant "stop") pays ``single_ms``, the node timed after its own answer;
+    a route that decides at its start, or goes on from it, pays ``start_ms``."""
+    g = make_graph(
+        np.ones((3, 4), dtype=bool),
+        start_ms=[1.0, 2.0, 4.0],
+        single_ms=[0.6, 1.5, 3.0],
+        successors=[[1, 2], [2], []],
+        decision_ms=0.5,
+        answer_ms=0.25,
+    )
+    assert g.single_ms.tolist() == [0.6, 1.5, 3.0] and g.start_ms.tolist() == [1.0, 2.0, 4.0]
+    assert g.reference_ms == pytest.approx(3.25)
+    rows = np.arange(4)
+
+    def constant(action, made=False):
+        return lambda node, here: (np.full(len(here), action), made)
+
+    cases = {  # (start, decide): cost of every example, alone
+        (2, constant(STOP)): (3.25, True),  # the reference: terminal
+        (0, constant(STOP)): (0.85, True),  # a constant "stop": a single network
+        (0, constant(STOP, made=True)): (1.75, False),  # it decided: a route's start
+        (1, constant(2)): (6.25, False),  # it goes on: a route's start
+    }
+    for (start, decide), (cost, alone) in cases.items():
+        route = walk(g, rows, decide, start=start)
+        assert starts_alone(route, start) is alone
+        assert route.cost_ms.tolist() == pytest.approx([cost] * 4)
+    plan = {0: np.array([STOP, 1, STOP, 2]), 1: np.full(4, 2)}
+    mixed = walk(g, rows, lambda node, here: (plan[node][here], False))
+    assert not starts_alone(mixed, 0)  # constant per node, yet not every example stops there
+    assert mixed.paid_ms[:, 0].tolist() == pytest.approx([1.25, 1.0, 1.25, 1.0])
 
 
 def test_walk_refuses_an_action_that_is_no_edge():

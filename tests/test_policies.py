@@ -19,7 +19,7 @@ from adaptive_inference.baselines import (
     uniform_route,
 )
 from adaptive_inference.costs import Costs, segment_key
-from adaptive_inference.graph import STOP, Route, StageGraph, scheme_graph
+from adaptive_inference.graph import STOP, Route, StageGraph, scheme_graph, starts_alone
 from adaptive_inference.policies import (
     NodeFeatures,
     TradeoffPolicy,
@@ -130,7 +130,7 @@ def test_nothing_stops_early_when_only_the_terminal_node_is_right(successors):
     correct = np.zeros((3, 300), dtype=bool)
     correct[-1] = True
     g = make_graph(correct, successors=successors)
-    span = g.longest_path_ms() - g.alone_ms[0]
+    span = g.longest_path_ms() - g.start_ms[0]
     for lam in (0.0, 1e-3, 0.5 / span):
         assert (fit(g, None, lam).predict(g) == 2).all()
 
@@ -147,8 +147,45 @@ def test_the_recursion_objective_is_the_simulated_one(selection, combined):
                 )
                 assert route.cost_ms.mean() == pytest.approx(fitted.train_cost_ms_, abs=1e-12)
                 # every example pays the answer once, at its stop node
-                least = graph.alone_ms[fitted.start_] + graph.answer_ms
+                least = graph.start_ms[fitted.start_] + graph.answer_ms
                 assert (route.cost_ms >= least - 1e-12).all()
+
+
+@pytest.mark.parametrize("successors", [None, SELECTION])
+def test_a_route_that_is_one_node_alone_is_priced_and_chosen_as_it_runs(successors):
+    """The start choice prices a route that is one node alone (every example stopped there
+    without a decision) at ``single_ms``, as the simulation does: where B alone is cheaper than
+    A alone, though A is the cheaper start of a route that decides, a large lambda answers with
+    B alone."""
+    everywhere = make_graph(
+        np.ones((3, 400), dtype=bool),
+        start_ms=[1.0, 2.0, 4.0],
+        single_ms=[1.0, 0.5, 4.0],
+        successors=successors,
+        answer_ms=0.25,
+    )
+    policy = fit(everywhere, None, 1.0)
+    assert policy.start_ == 1 and (policy.predict(everywhere) == 1).all()
+    assert policy.train_cost_ms_ == pytest.approx(0.75)
+    assert policy.recursion_objective_ == pytest.approx(policy.train_objective_, abs=1e-12)
+    g = make_graph(
+        random_correct(3, 600, seed=4),
+        start_ms=[1.0, 2.0, 4.0],
+        single_ms=[0.4, 1.2, 3.0],
+        successors=successors,
+        decision_ms=0.1,
+        answer_ms=0.25,
+    )
+    train, alone = np.arange(300), set()
+    for lam in (0.0, *lambda_grid(g, train.size, count=8)):
+        policy = fit(g, train, lam)
+        route = policy.route(g, train)
+        assert policy.recursion_objective_ == pytest.approx(policy.train_objective_, abs=1e-12)
+        assert objective(g, route, lam) == pytest.approx(policy.train_objective_, abs=1e-12)
+        alone.add(starts_alone(route, policy.start_))
+        if starts_alone(route, policy.start_):
+            assert route.cost_ms == pytest.approx(g.single_ms[policy.start_] + g.answer_ms)
+    assert alone == {True, False}  # both kinds of start on the curve
 
 
 def test_the_myopic_baseline_starts_at_the_root(selection):
@@ -169,7 +206,7 @@ def test_global_beats_myopic_where_they_differ():
     correct = np.zeros((3, n), dtype=bool)
     correct[0] = rng.random(n) < 0.5
     correct[2] = True
-    g = make_graph(correct, alone_ms=[1.0, 1.0, 4.0])
+    g = make_graph(correct, start_ms=[1.0, 1.0, 4.0])
     lam = 0.01
     myopic = fit(g, None, lam, myopic=True)
     learned = fit(g, None, lam)
@@ -199,7 +236,7 @@ def test_three_way_reduction_chooses_the_cheapest_action():
     top1 = level + 0.03 * rng.standard_normal(n)
     own = np.stack([top1, (1 - top1) / 2, top1 - (1 - top1) / 2, 1 - top1], axis=1)
     features = np.repeat(own[None], 3, axis=0).astype(np.float32)
-    g = make_graph(correct, features=features, alone_ms=[1.0, 2.0, 4.0], successors=SELECTION)
+    g = make_graph(correct, features=features, start_ms=[1.0, 2.0, 4.0], successors=SELECTION)
     policy = fit(g, None, 0.05)
     assert policy.start_ == 0
     rule = policy.rules_[0]
@@ -251,7 +288,7 @@ def test_a_rule_choosing_one_action_for_every_example_is_constant():
     correct = np.ones((2, n), dtype=bool)
     correct[0] = ~go_better
     features = np.repeat(rng.random((1, n, 4)), 2, axis=0).astype(np.float32)
-    g = make_graph(correct, features=features, alone_ms=[1.0, 2.0], decision_ms=0.5)
+    g = make_graph(correct, features=features, start_ms=[1.0, 2.0], decision_ms=0.5)
     policy = fit(g, None, 0.2)
     assert policy.start_ == 0
     assert policy.rules_[0].constant_action == STOP
@@ -306,7 +343,7 @@ def decision_graph(decision_ms: float) -> tuple[StageGraph, np.ndarray]:
     rng = np.random.default_rng(0)
     correct = np.ones((2, n), dtype=bool)
     correct[0] = rng.random(n) < 0.9
-    g = make_graph(correct, alone_ms=[1.0, 2.0], decision_ms=decision_ms, seed=1)
+    g = make_graph(correct, start_ms=[1.0, 2.0], decision_ms=decision_ms, seed=1)
     return g, correct
 
 
@@ -363,7 +400,7 @@ def useless_root_graph(path_features: bool = False) -> StageGraph:
     return make_graph(
         correct,
         features=features,
-        alone_ms=[3.0, 2.0, 4.0],
+        start_ms=[3.0, 2.0, 4.0],
         successors=SELECTION,
         decision_ms=0.05,
         path_features=path_features,
@@ -379,7 +416,7 @@ def best_from_root(graph: StageGraph, lam: float) -> float:
         options = [loss[node]]
         options += [lam * graph.edge_ms[(node, m)] + best[m] for m in graph.successors[node]]
         best[node] = np.min(options, axis=0)
-    return float(best[0].mean() + lam * (graph.alone_ms[0] + graph.answer_ms))
+    return float(best[0].mean() + lam * (graph.start_ms[0] + graph.answer_ms))
 
 
 def test_the_recursion_may_skip_a_useless_root():
@@ -638,12 +675,12 @@ def test_oracle_is_an_upper_bound(successors):
         none = ~g.correct(loss)[:, test].any(axis=0)
         assert none.any()
         assert (oracle.stop[none] == 0).all()
-        assert oracle.cost_ms[none] == pytest.approx(g.alone_ms[0] + g.answer_ms)
+        assert oracle.cost_ms[none] == pytest.approx(g.start_ms[0] + g.answer_ms)
 
 
 def test_oracle_pays_every_stage_on_its_path():
     correct = np.array([[False, False, True], [True, False, False], [False, True, False]])
-    g = make_graph(correct, alone_ms=[1.0, 2.0, 4.0], successors=SELECTION, answer_ms=0.5)
+    g = make_graph(correct, start_ms=[1.0, 2.0, 4.0], successors=SELECTION, answer_ms=0.5)
     route = oracle_route(g)
     # the cheapest way to a right answer starts where it is (separate networks: no path
     # through another node is cheaper than the node alone)
@@ -678,7 +715,7 @@ def test_uniform_follows_the_default_chain():
     features = np.zeros((3, 3, 4), dtype=np.float32)
     features[:, :, 0] = [[0.9, 0.2, 0.2], [0.9, 0.9, 0.2], [0.1, 0.1, 0.1]]
     g = make_graph(
-        correct, features=features, alone_ms=[1.0, 2.0, 4.0], successors=SELECTION, decision_ms=0.5
+        correct, features=features, start_ms=[1.0, 2.0, 4.0], successors=SELECTION, decision_ms=0.5
     )
     route = uniform_route(g, 0.5)
     assert route.stop.tolist() == [0, 1, 2]
@@ -717,12 +754,14 @@ def test_single_and_cascade_costs():
     g = make_graph(
         correct,
         features=features,
-        alone_ms=[1.0, 2.0, 4.0],
+        start_ms=[1.0, 2.0, 4.0],
         successors=SELECTION,
         decision_ms=0.5,
         answer_ms=0.25,
     )
     assert single_route(g, 1).cost_ms.tolist() == [2.25, 2.25]
+    cheaper_alone = make_graph(correct, start_ms=[1.0, 2.0, 4.0], single_ms=[1.0, 1.5, 4.0])
+    assert single_route(cheaper_alone, 1).cost_ms.tolist() == [1.5, 1.5]  # no decision before
     assert cascade_firsts(g) == [0, 1]
     route = cascade_route(g, 0, 0.5)
     assert route.stop.tolist() == [0, 2]
@@ -732,11 +771,11 @@ def test_single_and_cascade_costs():
 
 
 def test_cascades_need_an_edge_to_the_reference():
-    g = make_graph(np.ones((3, 2), dtype=bool), alone_ms=[1.0, 2.0, 4.0])  # a chain
+    g = make_graph(np.ones((3, 2), dtype=bool), start_ms=[1.0, 2.0, 4.0])  # a chain
     assert cascade_firsts(g) == [1]  # node 0 reaches the reference only through node 1
     with pytest.raises(ValueError, match="no edge"):
         cascade_route(g, 0, 0.5)
     # the graph fixes the cascades, not the timing: a first node that costs as much as the
     # reference is a cascade too (two runs of a study have the same baselines)
-    h = make_graph(np.ones((3, 2), dtype=bool), alone_ms=[1.0, 4.0, 4.0], successors=SELECTION)
+    h = make_graph(np.ones((3, 2), dtype=bool), start_ms=[1.0, 4.0, 4.0], successors=SELECTION)
     assert cascade_firsts(h) == [0, 1]

@@ -25,11 +25,18 @@ import torch
 from conftest import REPO
 
 from adaptive_inference import figures
-from adaptive_inference.costs import ANSWER, TABLE_COLUMNS, Costs, decision_key, key_columns
+from adaptive_inference.costs import (
+    ANSWER,
+    TABLE_COLUMNS,
+    Costs,
+    alone_key,
+    decision_key,
+    key_columns,
+)
 from adaptive_inference.costs import segment_key as seg
 from adaptive_inference.decision import STOP, DecisionRule, NodeRule
 from adaptive_inference.extraction import extract
-from adaptive_inference.graph import NetworkTable, Route, scheme_structure
+from adaptive_inference.graph import NetworkTable, Route, scheme_structure, starts_alone
 from adaptive_inference.io import write_parquet
 from adaptive_inference.layout import Layout
 from adaptive_inference.networks import build_network
@@ -378,6 +385,8 @@ def check_every_policy(study, networks, ids, images, batch_sizes):
         np.testing.assert_array_equal(one_stop, stop)
         np.testing.assert_array_equal(one_class, classes)
         counts = segment_counts(graph, route, policy.start_)
+        entry = runtime.segments()[0][2].key  # the node alone where the simulation prices it so
+        assert (entry[0] == "alone") is starts_alone(route, policy.start_)
         for batch_size in batch_sizes:
             got_stop, got_class, calls, called = recorded_stream(runtime, images, batch_size)
             np.testing.assert_array_equal(got_stop, stop, err_msg=f"batch {batch_size}")
@@ -514,7 +523,7 @@ def test_reference_alone_answers_with_the_reference(studies, networks, test_set)
         assert (answers.nodes == graph.reference).all()
         np.testing.assert_array_equal(answers.classes, expected)
     assert batch1_answers(reference, images[:5])[0].tolist() == [graph.reference] * 5
-    assert [s.key for _, _, s in reference.segments()][0] == seg("exit_resnet", None, 2)
+    assert [s.key for _, _, s in reference.segments()][0] == alone_key("exit_resnet", 2)
 
 
 def test_a_changed_rule_gives_other_answers(studies, networks, test_set):
@@ -709,7 +718,7 @@ def test_predicted_batched_time_counts_the_calls_the_runtime_makes(studies, netw
     ids, images = test_set
     costs = study_costs()["throughput"]
     for key, sizes in costs.calls.items():
-        if key[0] != "segment":
+        if key[0] not in ("segment", "alone"):
             costs.calls[key] = dict.fromkeys(sizes, 0.0)
     for study in studies.values():
         graph = study.graphs["latency"]

@@ -322,7 +322,7 @@ def test_curve_endpoints(selection_sweep):
     learned = points[(points["method"] == "learned") & (points["train_loss"] == "top1")]
     # cheapest first: the cheapest stops everything at the cheapest node alone
     cheapest = learned.iloc[0]
-    assert cheapest["cost_ms"] == pytest.approx(graph.alone_ms.min() + graph.answer_ms)
+    assert cheapest["cost_ms"] == pytest.approx(graph.start_ms.min() + graph.answer_ms)
     stops = nodes[nodes["point_id"] == cheapest["point_id"]]
     assert stops["stop_fraction"].max() == 1.0
     assert learned["cost_ms"].iloc[0] < learned["cost_ms"].iloc[-1]
@@ -369,7 +369,7 @@ def test_lambda_zero_keeps_the_reference_on_every_scheme(tables, split, kind):
 
 def test_lambda_grid_endpoints():
     correct = np.ones((3, 10), dtype=bool)
-    g = make_graph(correct, alone_ms=[1.0, 2.0, 4.0])  # edges 2 and 4 ms, span 6 ms
+    g = make_graph(correct, start_ms=[1.0, 2.0, 4.0])  # edges 2 and 4 ms, span 6 ms
     grid = lambda_grid(g, 100, count=5)
     assert grid[0] == pytest.approx(1 / (100 * 6.0)) and grid[-1] == pytest.approx(1 / 2.0)
     assert np.all(np.diff(np.log(grid)) == pytest.approx(np.log(grid[1] / grid[0])))
@@ -446,7 +446,7 @@ def test_refinement_does_not_spend_its_budget_on_a_jump():
     correct = np.ones((2, n), dtype=bool)
     correct[0, ::2] = False
     features = np.full((2, n, 4), 0.5, dtype=np.float32)
-    graph = make_graph(correct, features=features, alone_ms=[1.0, 2.0])
+    graph = make_graph(correct, features=features, start_ms=[1.0, 2.0])
     grid = np.geomspace(0.01, 10.0, 10)
     curve = fit_curve(graph, None, grid, refine=30, loss="top1")
     lams = np.array([p.lam for p in curve])

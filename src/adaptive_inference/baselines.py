@@ -95,7 +95,7 @@ def oracle_route(
 def single_route(
     graph: StageGraph, node: int, examples: np.ndarray | Sequence[int] | None = None
 ) -> Route:
-    """Every example answered by ``node`` alone, at ``alone_ms[node]`` (plus the answer)."""
+    """Every example answered by ``node`` alone, at ``single_ms[node]`` (plus the answer)."""
     rows = graph.rows(examples)
     visited = np.zeros((rows.size, graph.num_nodes), dtype=bool)
     visited[:, node] = True
@@ -104,7 +104,7 @@ def single_route(
         stop=np.full(rows.size, node, dtype=np.int64),
         visited=visited,
         decided=np.zeros_like(visited),
-        paid_ms=visited * (graph.alone_ms[node] + graph.answer_ms),
+        paid_ms=visited * (graph.single_ms[node] + graph.answer_ms),
     )
 
 
@@ -136,7 +136,7 @@ def cascade_route(
     decided = np.zeros_like(visited)
     decided[:, first] = True
     paid = np.zeros(visited.shape)
-    paid[:, first] = graph.alone_ms[first] + graph.decision_ms[first]
+    paid[:, first] = graph.start_ms[first] + graph.decision_ms[first]
     paid[:, last] = np.where(stop_first, 0.0, graph.edge_ms[(first, last)])
     stop = np.where(stop_first, first, last).astype(np.int64)
     paid[np.arange(rows.size), stop] += graph.answer_ms

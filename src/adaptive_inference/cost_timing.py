@@ -11,7 +11,8 @@ the absolute scale from the reference.
 
 The components (:mod:`adaptive_inference.costs`) are those some route of some scheme may run
 (:meth:`~adaptive_inference.graph.GraphStructure.components`): every node's segment from the
-input, every continuation between two exits of one network, each decision shape, the answer.
+input (at a route's start, and alone), every continuation between two exits of one network,
+each decision shape, the answer.
 Each is timed **in context**, right after what precedes it in the runtime:
 
 * a continuation ``k -> j``: after the segment that reached exit ``k`` and a decision on its
@@ -23,12 +24,13 @@ Each is timed **in context**, right after what precedes it in the runtime:
   decision on its logits, as the previous example of a stream that starts there ran them (timed
   after unrelated work, a network entered directly from the start was priced 1.2x dearer than
   the stream that always starts there measured);
-* the reference network alone (the denominator of every speedup): right after itself and the
-  answer, with no decision between, as its runtime runs it (a decision just before a network
-  slows it: on the default study's networks at batch 1, the reference by 4-5% and the linear
-  network by about half, ``benchmarks/bench_context.py``; timed after one, the reference came
-  out 2-3% dearer against every other component than its runtime runs, and early exit's
-  predicted batch-1 speedups 2-4% high);
+* a node alone (a single network; the reference network, the denominator of every speedup,
+  among them): right after itself and the answer, with no decision between, as its runtime runs
+  it (a decision just before a network slows it: on the default study's networks at batch 1,
+  the reference by 4-5%, small_cnn by about a tenth and the linear network by about half,
+  ``benchmarks/bench_context.py``; timed after one, the reference came out 2-3% dearer against
+  every other component than its runtime runs, and early exit's predicted batch-1 speedups 2-4%
+  high);
 * a decision: right after the segment that produces its node's logits (from the input), with
   the runtime's own :class:`~adaptive_inference.decision.NodeDecision` of the node's shape (its
   steps and the path features it reads; every step evaluated, the costliest case), including,
@@ -55,6 +57,7 @@ from adaptive_inference.costs import (
     ANSWER,
     TABLE_COLUMNS,
     Key,
+    alone_key,
     component_name,
     key_columns,
     segment_key,
@@ -137,7 +140,7 @@ def components_in_context(
     segments = {
         k: build_segment(networks[k[1]], k, name=component_name(k))
         for k in keys
-        if k[0] == "segment"
+        if k[0] in ("segment", "alone")
     }
     if capture:
         segments = {
@@ -177,16 +180,19 @@ def components_in_context(
 
         return _Component(key, prepare)
 
+    def for_alone(key: Key) -> _Component:
+        """A node alone: after itself and its answer on the previous example."""
+        segment, x = segments[key], inputs[key[1]]
+
+        def prepare():
+            answer(segment(x)[1])
+            return lambda: segment(x)
+
+        return _Component(key, prepare)
+
     def for_segment(key: Key) -> _Component:
         segment = segments[key]
         x = inputs[key[1]]
-        if key == reference:  # alone: after itself and its answer on the previous example
-
-            def prepare():
-                answer(segment(x)[1])
-                return lambda: segment(x)
-
-            return _Component(key, prepare)
         if key[2] is None:  # a route's start: after the same segment on the previous example
             return after_node(key, segment, x, lambda _: segment(x))
         return after_node(key, from_input(key[1], key[2], "before"), x, segment)
@@ -224,7 +230,12 @@ def components_in_context(
         x = inputs[network]
         return after_node(key, before, inputs[after_network], lambda _: segment(x))
 
-    builders = {"segment": for_segment, "jump": for_jump, "decision": for_decision}
+    builders = {
+        "segment": for_segment,
+        "alone": for_alone,
+        "jump": for_jump,
+        "decision": for_decision,
+    }
     return [for_answer() if k == ANSWER else builders[k[0]](k) for k in keys]
 
 
@@ -305,7 +316,8 @@ def measure_costs(
             format in place; eval mode).
         structures: the schemes' graph structures (which components exist, their shapes).
         input_shapes: ``(C, H, W)`` of each network's input (random inputs of that shape).
-        reference: the reference network (its whole forward is the ratios' denominator).
+        reference: the reference network (its whole forward, alone, is the ratios'
+            denominator).
         batch_sizes: the batch sizes to time at.
         rounds, warmup: timed and untimed rounds per batch size.
         topk: the sorted probabilities among the decisions' features.
@@ -317,7 +329,7 @@ def measure_costs(
         model.eval().to(device=device, dtype=dtype, memory_format=fmt)
     keys = sorted(set().union(*(s.components() for s in structures)), key=str)
     ref_exit = networks[reference].num_exits - 1
-    ref_key = segment_key(reference, None, ref_exit)
+    ref_key = alone_key(reference, ref_exit)
     if ref_key not in keys:
         keys.append(ref_key)
     generator = torch.Generator().manual_seed(seed)

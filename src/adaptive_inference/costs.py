@@ -10,6 +10,10 @@ A **component** is a piece of work the runtime does, keyed by a tuple:
   ``after_network`` and a decision there): an edge into another network, priced in the context
   the runtime runs it in (at the start of a route, a ``segment`` from the input, timed after the
   same segment on the previous example);
+* ``("alone", network, exit)``: the same stages as the segment from the input to exit ``exit``
+  of ``network``, priced as that node runs **alone** (every example stops there and nothing is
+  decided: a single network, the reference among them): right after itself and its answer on the
+  previous example, with no decision between;
 * ``("decision", steps, reads, network, exit)``: a policy decision with ``steps`` linear steps
   (actions - 1) reading ``reads`` dominators' path features besides the node's own features, at
   the node of exit ``exit`` of ``network`` (timed right after that node's logits are computed,
@@ -64,6 +68,10 @@ def segment_key(network: str, source: int | None, exit: int) -> Key:
     return ("segment", network, None if source is None else int(source), int(exit))
 
 
+def alone_key(network: str, exit: int) -> Key:
+    return ("alone", network, int(exit))
+
+
 def jump_key(network: str, exit: int, after_network: str, after_exit: int) -> Key:
     return ("jump", network, int(exit), after_network, int(after_exit))
 
@@ -78,6 +86,8 @@ def component_name(key: Key) -> str:
         _, network, source, exit = key
         start = "input" if source is None else f"exit{source}"
         return f"{network}:{start}->exit{exit}"
+    if key[0] == "alone":
+        return f"{key[1]}:input->exit{key[2]} alone"
     if key[0] == "jump":
         return f"{key[1]}:input->exit{key[2]} after {key[3]}:exit{key[4]}"
     if key[0] == "decision":
@@ -150,8 +160,9 @@ class Costs:
         max_shape: int = 16,
     ) -> Costs:
         """Costs that add up, for tests and benchmarks: per network, the backbone cost of each
-        exit's stages (beyond the previous exit) and of each head; every decision (up to
-        ``max_shape`` steps and reads, at any exit) costs ``decision_ms``. Costs are per example
+        exit's stages (beyond the previous exit) and of each head (a node alone and a jump
+        into it cost its segment from the input); every decision (up to ``max_shape`` steps and
+        reads, at any exit) costs ``decision_ms``. Costs are per example
         (the call on a batch costs ``batch_size`` times more)."""
         calls: dict[Key, dict[int, float]] = {}
         for network, stages in stage_ms.items():
@@ -165,6 +176,7 @@ class Costs:
                     start = 0 if source is None else source + 1
                     ms = cumulative[exit + 1] - cumulative[start] + heads[exit]
                     calls[segment_key(network, source, exit)] = {batch_size: ms * batch_size}
+                calls[alone_key(network, exit)] = calls[segment_key(network, None, exit)]
                 for other, others in stage_ms.items():
                     for after in range(len(others)):
                         calls[jump_key(network, exit, other, after)] = {
@@ -202,6 +214,8 @@ def _row_key(row: Any) -> Key:
     if row.kind == "segment":
         source = None if int(row.source) < 0 else int(row.source)
         return segment_key(str(row.network), source, int(row.exit))
+    if row.kind == "alone":
+        return alone_key(str(row.network), int(row.exit))
     if row.kind == "jump":
         return jump_key(
             str(row.network), int(row.exit), str(row.after_network), int(row.after_exit)
@@ -227,6 +241,8 @@ def key_columns(key: Key) -> dict[str, Any]:
     if key[0] == "segment":
         _, network, source, exit = key
         columns.update(network=network, source=-1 if source is None else source, exit=exit)
+    elif key[0] == "alone":
+        columns.update(network=key[1], exit=key[2])
     elif key[0] == "jump":
         _, network, exit, after_network, after_exit = key
         columns.update(

@@ -14,10 +14,13 @@ actions, chosen by the same recursion as the rest of the policy): a fixed cascad
 ``small_cnn -> exit_resnet`` is then a route of the graph, whatever the graph's first node is.
 
 **Costs** (ms per example, from a :class:`~adaptive_inference.costs.Costs` as the joint timing
-job measured them, in context): starting at node ``n`` costs ``alone_ms[n]`` (the segment from the
-input to its answer); an edge ``a -> b`` costs its segment: inside one network, the stages after
-``a``'s exit up to ``b``'s plus ``b``'s head; into another network, ``b`` alone from the input,
-timed right after ``a``'s work (:meth:`GraphStructure.edge_component`).
+job measured them, in context): starting at node ``n`` costs ``start_ms[n]`` (the segment from
+the input to its answer, as a stream that starts and decides there runs it), or ``single_ms[n]``
+where the route is that node alone (every example stops there and nothing is decided: a single
+network, the reference; :func:`starts_alone`), as it runs after its own answer with no decision
+between; an edge ``a -> b`` costs its segment: inside one network, the stages after ``a``'s exit
+up to ``b``'s plus ``b``'s head; into another network, ``b``'s network from the input, timed
+right after ``a``'s work (:meth:`GraphStructure.edge_component`).
 A node where a policy decides pays ``decision_ms[n]``, the measured cost of a decision of its own
 shape (steps and path features); the node an example stops at pays ``answer_ms`` (reading the
 answer), as the reference alone does.
@@ -44,7 +47,15 @@ import numpy as np
 import pandas as pd
 
 from adaptive_inference.config import LOSSES
-from adaptive_inference.costs import ANSWER, Costs, Key, decision_key, jump_key, segment_key
+from adaptive_inference.costs import (
+    ANSWER,
+    Costs,
+    Key,
+    alone_key,
+    decision_key,
+    jump_key,
+    segment_key,
+)
 from adaptive_inference.decision import PATH_EXTRA, STOP, own_feature_names, path_columns
 
 KINDS = ("early_exit", "network_selection", "combined")
@@ -57,6 +68,7 @@ __all__ = [
     "StageGraph",
     "Route",
     "walk",
+    "starts_alone",
     "scheme_structure",
     "scheme_graph",
     "route_table",
@@ -171,6 +183,11 @@ class GraphStructure:
         inside = source is not None and self.networks[source] == net and self.exits[source] < exit
         return segment_key(net, self.exits[source] if inside else None, exit)
 
+    def single_component(self, node: int) -> Key:
+        """The component that prices ``node`` alone: its segment from the input, run after its
+        own answer with no decision between (a route that is that node alone)."""
+        return alone_key(self.networks[node], self.exits[node])
+
     def edge_component(self, source: int, node: int) -> Key:
         """The component that prices computing ``node``'s answer after ``source``'s: the
         continuation inside one network, else the jump into ``node``'s network right after
@@ -183,11 +200,13 @@ class GraphStructure:
         )
 
     def components(self) -> set[Key]:
-        """Every component a route of this graph may run: each node from the input, the
-        continuation between any two exits of one network, each decision shape, the answer."""
+        """Every component a route of this graph may run: each node from the input (at a
+        route's start, and alone), the continuation between any two exits of one network, each
+        decision shape, the answer."""
         keys: set[Key] = {ANSWER}
         for b in range(self.num_nodes):
             keys.add(self.segment(None, b))
+            keys.add(self.single_component(b))
             keys.update(self.segment(a, b) for a in range(b))
             keys.update(self.edge_component(a, b) for a in range(b))
             if not self.is_terminal(b):
@@ -322,7 +341,10 @@ class StageGraph(GraphStructure):
         if self.path_features and (self.top_i is None or self.top_p is None):
             raise ValueError("path features need every node's top-k classes and probabilities")
         self.reference = int(self.reference) % n
-        self.alone_ms = np.array([self.costs.per_example(self.segment(None, b)) for b in range(n)])
+        self.start_ms = np.array([self.costs.per_example(self.segment(None, b)) for b in range(n)])
+        self.single_ms = np.array(
+            [self.costs.per_example(self.single_component(b)) for b in range(n)]
+        )
         self.edge_ms = {
             (a, b): self.costs.per_example(self.edge_component(a, b))
             for a, succ in enumerate(self.successors)
@@ -352,7 +374,7 @@ class StageGraph(GraphStructure):
     @property
     def reference_ms(self) -> float:
         """The reference alone: its network from the input to its answer, read."""
-        return float(self.alone_ms[self.reference] + self.answer_ms)
+        return float(self.single_ms[self.reference] + self.answer_ms)
 
     def transition_ms(self, a: int, b: int) -> float:
         """Cost of computing node ``b``'s answer once node ``a``'s is known (``b`` after ``a``,
@@ -362,7 +384,7 @@ class StageGraph(GraphStructure):
     def shortest_path_ms(self) -> tuple[np.ndarray, np.ndarray]:
         """Cheapest cost (no decisions, no answer) of reaching each node from the input (a route
         may start anywhere), and the predecessor on that path (-1 where it starts there)."""
-        dist = self.alone_ms.astype(float).copy()
+        dist = self.start_ms.astype(float).copy()
         prev = np.full(self.num_nodes, -1)
         for a in range(self.num_nodes):
             for b in self.successors[a]:
@@ -374,7 +396,7 @@ class StageGraph(GraphStructure):
     def longest_path_ms(self, start: int = 0) -> float:
         """Cost of the costliest path from ``start`` (edges and decisions, its start included)."""
         best = np.full(self.num_nodes, -np.inf)
-        best[start] = self.alone_ms[start]
+        best[start] = self.start_ms[start]
         for a in range(start, self.num_nodes):
             for b in self.successors[a]:
                 best[b] = max(best[b], best[a] + self.decision_ms[a] + self.edge_ms[(a, b)])
@@ -492,8 +514,9 @@ def walk(graph: StageGraph, rows: np.ndarray, decide: Decider, *, start: int = 0
     """Send the examples of ``rows`` through ``graph`` from ``start``, vectorised per node.
 
     Nodes are visited in topological order; at each non-terminal node ``decide`` gives every
-    example there an action. The start node costs ``alone_ms[start]``; every example pays the
-    answer at the node it stops at.
+    example there an action. The start node costs ``start_ms[start]``, or ``single_ms[start]``
+    where the route is that node alone (:func:`starts_alone`); every example pays the answer at
+    the node it stops at.
     """
     rows = np.asarray(rows)
     n, nodes = len(rows), graph.num_nodes
@@ -503,7 +526,7 @@ def walk(graph: StageGraph, rows: np.ndarray, decide: Decider, *, start: int = 0
     visited = np.zeros((n, nodes), dtype=bool)
     decided = np.zeros((n, nodes), dtype=bool)
     paid = np.zeros((n, nodes), dtype=np.float64)
-    paid[:, start] = graph.alone_ms[start]
+    paid[:, start] = graph.start_ms[start]
     for node in range(start, nodes):
         here = np.flatnonzero(at[node])
         if here.size == 0:
@@ -528,8 +551,20 @@ def walk(graph: StageGraph, rows: np.ndarray, decide: Decider, *, start: int = 0
             paid[moving, nxt] += graph.edge_ms[(node, nxt)]
         if not handled.all():
             raise ValueError(f"actions at node {graph.names[node]} must be STOP or a successor")
+    route = Route(rows=rows, stop=stop, visited=visited, decided=decided, paid_ms=paid)
+    if starts_alone(route, start):
+        paid[:, start] = graph.single_ms[start]
     paid[np.arange(n), stop] += graph.answer_ms
-    return Route(rows=rows, stop=stop, visited=visited, decided=decided, paid_ms=paid)
+    return route
+
+
+def starts_alone(route: Route, start: int) -> bool:
+    """Whether a route from ``start`` is that node alone: every example stops there and no
+    decision is computed there (a terminal node, or a constant "stop"), so that its stream runs
+    the node's segment after its own answer, with no decision between (priced ``single_ms``)."""
+    return bool(
+        len(route.stop) and np.all(route.stop == start) and not route.decided[:, start].any()
+    )
 
 
 def route_table(graph: StageGraph, route: Route) -> pd.DataFrame:
@@ -700,4 +735,4 @@ def _reference(graph: StageGraph, reference: str | None) -> int:
         raise ValueError(f"reference {reference!r} is not a node or network of the graph")
     accuracy = graph.correct_top1[finals].mean(axis=1)
     best = np.flatnonzero(accuracy == accuracy.max())
-    return finals[int(best[np.argmin(graph.alone_ms[np.asarray(finals)[best]])])]
+    return finals[int(best[np.argmin(graph.single_ms[np.asarray(finals)[best]])])]

@@ -20,9 +20,10 @@ its cost.
 
 **Where the route starts.** A route may start at any node (:meth:`~adaptive_inference.graph.
 GraphStructure.start_candidates`): the global policy starts where ``mean(C_s) + lambda *
-alone_ms[s]`` is least (a constant choice, the virtual start's), so a single network or a
-fixed cascade that skips the graph's first node is a route of the learned class. The myopic
-baseline starts at the root, as the paper's does.
+entry_s`` is least (a constant choice, the virtual start's; ``entry_s`` is ``start_ms[s]``, or
+``single_ms[s]`` where the route is ``s`` alone: its rule stops every example without a
+decision), so a single network or a fixed cascade that skips the graph's first node is a route
+of the learned class. The myopic baseline starts at the root, as the paper's does.
 
 **The reduction to weighted binary problems** (a decision list). The actions of a node are
 ordered ``[stop, successor_1, ..., successor_s]``. Step ``i`` is a binary problem "take action
@@ -307,11 +308,16 @@ class TradeoffPolicy(BaseEstimator):
                 time_to_go[node, sent] = (
                     decision_ms + graph.edge_ms[(node, m)] + time_to_go[m, sent]
                 )
+
+        def entry_ms(s: int) -> float:
+            alone = rules[s] is None or rules[s].constant_action == STOP
+            return float(graph.single_ms[s] if alone else graph.start_ms[s])
+
         if self.myopic:
             start = 0
         else:
             candidates = graph.start_candidates()
-            totals = [cost_to_go[s].mean() + lam * graph.alone_ms[s] for s in candidates]
+            totals = [cost_to_go[s].mean() + lam * entry_ms(s) for s in candidates]
             start = candidates[int(np.argmin(totals))]
         self.rules_ = rules
         self.start_ = int(start)
@@ -320,11 +326,11 @@ class TradeoffPolicy(BaseEstimator):
         self.origin_ = "recursion"
         self.shift_ = 0.0
         self.recursion_objective_ = float(
-            cost_to_go[start].mean() + lam * (graph.alone_ms[start] + graph.answer_ms)
+            cost_to_go[start].mean() + lam * (entry_ms(start) + graph.answer_ms)
         )
         # what the fitted rules do (equal to simulating the policy: a test checks it)
         self.train_loss_ = float(loss_to_go[start].mean())
-        self.train_cost_ms_ = float(time_to_go[start].mean() + graph.alone_ms[start])
+        self.train_cost_ms_ = float(time_to_go[start].mean() + entry_ms(start))
         self.train_objective_ = self.train_loss_ + lam * self.train_cost_ms_
         return self
 

@@ -187,7 +187,7 @@ class AdaptiveRuntime:
         self.dtype = dtype
         self.start = start
         self._decisions = decisions
-        self._entry = plan.segment(None, start)
+        self._entry = plan.segment(None, start, alone=decisions[start].constant == STOP)
         self._edges = [
             {b: plan.segment(a, b) for b in graph.successors[a]} for a in range(graph.num_nodes)
         ]

@@ -55,7 +55,7 @@ from adaptive_inference.cuda_graphs import capture_reason, capture_sizes, captur
 from adaptive_inference.data import load_split
 from adaptive_inference.decision import NodeDecision
 from adaptive_inference.device import compute_options
-from adaptive_inference.graph import Route, StageGraph
+from adaptive_inference.graph import Route, StageGraph, starts_alone
 from adaptive_inference.models import MultiExitNetwork
 from adaptive_inference.policies import TradeoffPolicy
 from adaptive_inference.pretrained import transforms_of
@@ -132,7 +132,8 @@ def route_of(graph: StageGraph, policy: TradeoffPolicy | None, rows: np.ndarray)
 
 def segment_counts(graph: StageGraph, route: Route, start: int) -> dict[tuple[Key, int], int]:
     """How many examples each segment of a route runs on, keyed ``(component, node)``: the
-    segment from the input into the start node and the segment of every edge taken (equal
+    segment from the input into the start node (the node alone where the route is,
+    :func:`~adaptive_inference.graph.starts_alone`) and the segment of every edge taken (equal
     computations into a node, such as jumps from two nodes, are one segment)."""
     counts: dict[tuple[Key, int], int] = {}
 
@@ -141,7 +142,10 @@ def segment_counts(graph: StageGraph, route: Route, start: int) -> dict[tuple[Ke
             counts[(key, node)] = counts.get((key, node), 0) + count
 
     visited = route.visited
-    add(graph.segment(None, start), start, int(visited[:, start].sum()))
+    entry = (
+        graph.single_component(start) if starts_alone(route, start) else graph.segment(None, start)
+    )
+    add(entry, start, int(visited[:, start].sum()))
     for a in range(graph.num_nodes):
         for b in graph.successors[a]:
             taken = visited[:, a] & visited[:, b] & ~np.any(visited[:, a + 1 : b], axis=1)

@@ -5,6 +5,8 @@ continuing from an earlier exit's activation; it is keyed like its cost
 (:meth:`~adaptive_inference.graph.GraphStructure.segment`, :mod:`adaptive_inference.costs`), so
 the runtime that runs it and the joint timing job that times it build it the same way
 (:func:`build_segment`). :class:`Plan` holds one object per distinct computation of a graph.
+A node run alone (a route that stops every example at its start without a decision) is keyed
+as that component (``("alone", ...)``): the same stages from the input, priced as they run then.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Mapping
 
 import torch
 
-from adaptive_inference.costs import Key
+from adaptive_inference.costs import Key, segment_key
 from adaptive_inference.graph import StageGraph
 from adaptive_inference.models import MultiExitNetwork
 
@@ -85,22 +87,23 @@ class Plan:
         self.graph, self.networks = graph, networks
         self._segments: dict[Key, Segment] = {}
 
-    def segment(self, source: int | None, node: int) -> Segment:
-        """The computation from ``source``'s state (None: the input) to ``node``'s logits."""
-        key = self.graph.segment(source, node)
+    def segment(self, source: int | None, node: int, *, alone: bool = False) -> Segment:
+        """The computation from ``source``'s state (None: the input) to ``node``'s logits;
+        ``alone``: from the input, as the node alone (its own component)."""
+        key = self.graph.single_component(node) if alone else self.graph.segment(source, node)
         if key not in self._segments:
             model = self.networks[key[1]]
             name = self.graph.names[node] + (
-                "" if key[2] is None else f" from {model.exit_names[key[2]]}"
+                "" if key[0] == "alone" or key[2] is None else f" from {model.exit_names[key[2]]}"
             )
             self._segments[key] = build_segment(model, key, name=name, node=node)
         return self._segments[key]
 
 
 def build_segment(model: MultiExitNetwork, key: Key, *, name: str, node: int = -1) -> Segment:
-    """The segment of component ``key`` (``("segment", network, source exit or None, exit)``)
-    of ``model``."""
-    _, net, source_exit, exit = key
+    """The segment of component ``key`` (``("segment", network, source exit or None, exit)``,
+    or ``("alone", network, exit)``: from the input) of ``model``."""
+    _, net, source_exit, exit = segment_key(key[1], None, key[2]) if key[0] == "alone" else key
     first = 0 if source_exit is None else model.exit_after[source_exit] + 1
     return Segment(
         model,

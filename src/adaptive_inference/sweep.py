@@ -92,7 +92,7 @@ def lambda_grid(
     """``count`` log-spaced lambdas (per ms) from ``low`` to ``high`` (defaults: module doc)."""
     if count < 1:
         raise ValueError("the lambda grid needs at least one point")
-    span = graph.longest_path_ms() - graph.alone_ms[0]
+    span = graph.longest_path_ms() - graph.start_ms[0]
     edges = np.array(list(graph.edge_ms.values()))
     if low is None:
         if span <= 0:

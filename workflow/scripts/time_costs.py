@@ -66,9 +66,7 @@ with job_log(snakemake.log[0]) as log:
         "costs:\n%s",
         table.drop(columns=["kind", "network", "source", "exit", "steps", "reads"]).to_string(),
     )
-    main = table[
-        (table["batch_size"] == max(sizes)) & (table["kind"] == "segment") & (table["source"] < 0)
-    ]
+    main = table[(table["batch_size"] == max(sizes)) & (table["kind"] == "alone")]
     full = {
         n: main.loc[
             (main["network"] == n) & (main["exit"] == networks[n].num_exits - 1), "per_example_ms"
