@@ -19,6 +19,7 @@ from adaptive_inference.cost_timing import (
     components_in_context,
     measure_costs,
     random_decision,
+    round_orders,
     time_rounds,
     timing_batch_sizes,
 )
@@ -210,17 +211,26 @@ class FakeComponent:
         return lambda: self.log.append(self.key)
 
 
-def test_time_rounds_rotates_the_order_and_times_only_the_call():
+def test_time_rounds_draws_each_rounds_order_and_times_only_the_call():
     log = []
-    keys = [("segment", "a", None, 0), ("segment", "b", None, 0), ANSWER]
-    components = [FakeComponent(k, log, context_s=0.01) for k in keys]
-    times = time_rounds(components, keys[0], rounds=3, warmup=1, device=CPU)
-    # warm-up round, then three timed rounds, each rotated by one more
-    assert log == [keys[i] for order in ([0, 1, 2], [1, 2, 0], [2, 0, 1], [0, 1, 2]) for i in order]
-    assert set(times) == set(keys) and all(t.shape == (3,) for t in times.values())
-    assert max(t.max() for t in times.values()) < 10.0  # the 10 ms context is not timed
+    keys = [("segment", "a", None, 0), ("segment", "b", None, 0), ("segment", "c", None, 0), ANSWER]
+    components = [FakeComponent(k, log, context_s=0.005) for k in keys]
+    times = time_rounds(components, keys[0], rounds=12, warmup=1, device=CPU, seed=3)
+    # a warm-up round, then twelve timed rounds: each runs every component once, in the order
+    # round_orders draws from the seed
+    orders = list(round_orders(len(keys), 13, seed=3))
+    assert log == [keys[i] for order in orders for i in order]
+    assert all(sorted(order) == list(range(len(keys))) for order in orders)
+    assert len({tuple(order) for order in orders}) > 3  # not one order, nor a fixed rotation
+    assert orders == list(round_orders(len(keys), 13, seed=3))  # the seed fixes them
+    assert orders != list(round_orders(len(keys), 13, seed=4))
+    # no component always follows the same one
+    before = {(order[i - 1], order[i]) for order in orders for i in range(1, len(order))}
+    assert all(sum(b == k for _, b in before) > 1 for k in range(len(keys)))
+    assert set(times) == set(keys) and all(t.shape == (12,) for t in times.values())
+    assert max(t.max() for t in times.values()) < 5.0  # the 5 ms context is not timed
     with pytest.raises(ValueError, match="reference .* was not timed"):
-        time_rounds(components, ("segment", "c", None, 0), rounds=1, warmup=0, device=CPU)
+        time_rounds(components, ("segment", "z", None, 0), rounds=1, warmup=0, device=CPU)
 
 
 def test_joint_table_holds_every_component_at_every_batch_size(joint):

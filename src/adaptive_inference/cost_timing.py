@@ -4,10 +4,19 @@ Speedups are ratios, and CPU timings drift from one job to the next (docs/method
 STUDY.md's pitfalls: a network's median moved 0.64-1.02 ms between three processes a minute
 apart while its ratio to another network held within 3%). So one job times **every component**
 of a study, the way the runtime runs it, in **rounds**: each round runs every component once, in
-an order rotated from round to round, and every component's time in a round is divided by the
+its own random order (seeded), and every component's time in a round is divided by the
 reference network's time in the same round. A component's cost is the median of those ratios
 times the reference's median time: its ratios to the reference come from one machine state, and
-the absolute scale from the reference.
+the absolute scale from the reference. The order is drawn afresh every round because what ran
+a few components before moves a small component's time even after its own context: in a fixed
+rotation (every component always after the same neighbours), adding the node-alone components
+to the study moved the decision at exit_resnet's first exit from 0.10-0.13 to 0.14-0.18 of the
+reference, and the decisions of the linear network sat at 0.05-0.07 against 0.08 in random
+orders; in random orders both sets of components gave 0.08-0.09 and 0.08 (one process, 200
+rounds at batch 1, alternated). Timed and measured in one process (two alternations),
+random orders predicted the runtime's speedups at batch 1 within 1.8% on average (rotation
+2.4%), rebatched within 2.9% (3.4%), and early exit's point at 2 points of loss at 0.98-1.00 of
+its prediction where the rotation gave 1.06.
 
 The components (:mod:`adaptive_inference.costs`) are those some route of some scheme may run
 (:meth:`~adaptive_inference.graph.GraphStructure.components`): every node's segment from the
@@ -239,10 +248,12 @@ def components_in_context(
     return [for_answer() if k == ANSWER else builders[k[0]](k) for k in keys]
 
 
-def _rotations(count: int, rounds: int) -> Iterator[list[int]]:
-    for r in range(rounds):
-        shift = r % count
-        yield list(range(shift, count)) + list(range(shift))
+def round_orders(count: int, rounds: int, seed: int = 0) -> Iterator[list[int]]:
+    """``rounds`` orders of ``count`` components, each a fresh random permutation (seeded): no
+    component is always timed after the same neighbours (module doc)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(rounds):
+        yield rng.permutation(count).tolist()
 
 
 def time_rounds(
@@ -252,12 +263,14 @@ def time_rounds(
     rounds: int,
     warmup: int,
     device: torch.device,
+    seed: int = 0,
 ) -> dict[Key, np.ndarray]:
     """Each component's time (ms) in each of ``rounds`` rounds (after ``warmup`` untimed
-    ones), every round running all of them once in a rotated order."""
+    ones), every round running all of them once in its own random order
+    (:func:`round_orders`)."""
     timer = Timer(device)
     times = {c.key: np.empty(rounds) for c in components}
-    for r, order in enumerate(_rotations(len(components), warmup + rounds)):
+    for r, order in enumerate(round_orders(len(components), warmup + rounds, seed)):
         keys = []
         for i in order:
             call = components[i].prepare()
@@ -352,7 +365,9 @@ def measure_costs(
             components = components_in_context(
                 keys, networks, inputs, ref_key, topk=topk, device=device, capture=capture
             )
-            times = time_rounds(components, ref_key, rounds=rounds, warmup=warmup, device=device)
+            times = time_rounds(
+                components, ref_key, rounds=rounds, warmup=warmup, device=device, seed=seed
+            )
             ref_times = times[ref_key]
             ref_median = float(np.median(ref_times))
             for key, samples in times.items():
