@@ -13,10 +13,11 @@ rotation (every component always after the same neighbours), adding the node-alo
 to the study moved the decision at exit_resnet's first exit from 0.10-0.13 to 0.14-0.18 of the
 reference, and the decisions of the linear network sat at 0.05-0.07 against 0.08 in random
 orders; in random orders both sets of components gave 0.08-0.09 and 0.08 (one process, 200
-rounds at batch 1, alternated). Timed and measured in one process (two alternations),
-random orders predicted the runtime's speedups at batch 1 within 1.8% on average (rotation
-2.4%), rebatched within 2.9% (3.4%), and early exit's point at 2 points of loss at 0.98-1.00 of
-its prediction where the rotation gave 1.06.
+rounds at batch 1, alternated). So with random orders a component's cost does not depend on
+which other components the study holds. Neither order predicts the runtime better on this
+machine: timed and measured in one process, alternated twice on each of two studies, random
+orders came within 1.8% and 4.6% of the measured batch-1 speedups on average where the
+rotation came within 2.4% and 2.8%.
 
 The components (:mod:`adaptive_inference.costs`) are those some route of some scheme may run
 (:meth:`~adaptive_inference.graph.GraphStructure.components`): every node's segment from the

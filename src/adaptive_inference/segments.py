@@ -93,9 +93,11 @@ class Plan:
         key = self.graph.single_component(node) if alone else self.graph.segment(source, node)
         if key not in self._segments:
             model = self.networks[key[1]]
-            name = self.graph.names[node] + (
-                "" if key[0] == "alone" or key[2] is None else f" from {model.exit_names[key[2]]}"
-            )
+            if key[0] == "alone":
+                suffix = " alone"
+            else:
+                suffix = "" if key[2] is None else f" from {model.exit_names[key[2]]}"
+            name = self.graph.names[node] + suffix
             self._segments[key] = build_segment(model, key, name=name, node=node)
         return self._segments[key]
 
