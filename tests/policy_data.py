@@ -60,7 +60,7 @@ def make_graph(
     correct_top1 = np.asarray(correct_top1, dtype=bool)
     nodes, n = correct_top1.shape
     rng = np.random.default_rng(seed)
-    alone = np.asarray(start_ms if start_ms is not None else 2.0 ** np.arange(nodes), dtype=float)
+    start = np.asarray(start_ms if start_ms is not None else 2.0 ** np.arange(nodes), dtype=float)
     if successors is None:
         successors = [[k + 1] if k + 1 < nodes else [] for k in range(nodes)]
     names = [f"n{k}" for k in range(nodes)]
@@ -70,7 +70,7 @@ def make_graph(
         features = confidence(correct_top1, rng)
     features = np.asarray(features)
     per_node = np.broadcast_to(np.asarray(decision_ms, dtype=float), (nodes,))
-    stages = {net: [ms] for net, ms in zip(names, alone, strict=True)}
+    stages = {net: [ms] for net, ms in zip(names, start, strict=True)}
     costs = Costs.additive(stages, answer_ms=answer_ms, max_shape=nodes)
     costs = with_decision_ms(costs, dict(zip(names, per_node, strict=True)))
     if single_ms is not None:
