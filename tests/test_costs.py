@@ -334,3 +334,49 @@ def test_each_component_is_timed_after_what_precedes_it_in_the_runtime(monkeypat
     assert contexts[reference] == ({"exit_resnet"}, {"exit_resnet"})
     assert contexts[keys[4]] == ({"small_cnn"}, {"small_cnn"})
     assert contexts[keys[5]] == ({"exit_resnet", "decision"}, {"exit_resnet"})
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_a_decision_at_batch_1_is_timed_after_its_producer_itself_and_its_producer_again(
+    monkeypatch, batch
+):
+    """At batch 1 the runtime runs a node's decision for example after example, so it is timed
+    warm: after its producer, the same decision and the producer again. Rebatched, a full batch
+    of other stages runs between two calls of a decision: it is timed after its producer
+    alone. Either way the timed call is the decision only."""
+    networks = tiny_networks()
+    ran: list[str] = []
+    for model in networks.values():
+        model.eval()
+        model.stages[0].register_forward_hook(lambda *_: ran.append("producer"))
+    one, many = NodeDecision.one, NodeDecision.many
+
+    def recorded_one(self, logits, memo):
+        ran.append("decision")
+        return one(self, logits, memo)
+
+    def recorded_many(self, logits, memo, rows):
+        ran.append("decision")
+        return many(self, logits, memo, rows)
+
+    monkeypatch.setattr(NodeDecision, "one", recorded_one)
+    monkeypatch.setattr(NodeDecision, "many", recorded_many)
+    inputs = {name: torch.randn(batch, 1, 28, 28) for name in networks}
+    reference = alone_key("exit_resnet", 2)
+    key = decision_key(2, 0, "small_cnn", 0)
+    (component,) = [
+        c
+        for c in components_in_context(
+            [key, reference], networks, inputs, reference, topk=5, device=CPU
+        )
+        if c.key == key
+    ]
+    with torch.inference_mode():
+        ran.clear()
+        call = component.prepare()
+        context = list(ran)
+        ran.clear()
+        call()
+    warm = ["producer", "decision", "producer"] if batch == 1 else ["producer"]
+    assert context == warm
+    assert ran == ["decision"]
