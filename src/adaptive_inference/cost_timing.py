@@ -55,9 +55,9 @@ Each is timed **in context**, right after what precedes it in the runtime:
   speedups on average timed warm against 5.1% (0.93-1.03 against 0.97-1.13). Rebatched, a full
   batch of every other stage runs between two calls of a decision, so it is timed after its
   producer alone (timed warm there too, the rebatched predictions came out high: 0.89-1.01 of
-  the measured against 0.93-1.06). Three cold runs since measured 0.90-1.01 of their batch-1
-  predictions, as far from them on average as the three before (0.98-1.19), on the other side:
-  what moves them is the machine's state between jobs (docs/runtime.md);
+  the measured against 0.93-1.06). Neither context is exact (docs/timing.md): five cold runs
+  since measured 0.88-1.01 of their batch-1 predictions, as far from them on average as the
+  three before (0.98-1.19), on the other side;
 * the answer: reading the class of the node where an example stops.
 
 Batched, every component is timed at several batch sizes (the setting's and smaller ones), so
