@@ -288,6 +288,22 @@ def test_costs_read_back_from_the_joint_table(joint, tmp_path):
     assert latency.per_example(key) == first["cost_ms"]
 
 
+def record_decisions(monkeypatch, ran: list[str]) -> None:
+    """Append "decision" to ``ran`` whenever a node decision is computed (one example or many)."""
+    one, many = NodeDecision.one, NodeDecision.many
+
+    def recorded_one(self, logits, memo):
+        ran.append("decision")
+        return one(self, logits, memo)
+
+    def recorded_many(self, logits, memo, rows):
+        ran.append("decision")
+        return many(self, logits, memo, rows)
+
+    monkeypatch.setattr(NodeDecision, "one", recorded_one)
+    monkeypatch.setattr(NodeDecision, "many", recorded_many)
+
+
 def test_each_component_is_timed_after_what_precedes_it_in_the_runtime(monkeypatch):
     """The context (``prepare``, untimed) runs what the runtime runs before the component: a
     route's first segment after the same segment and a decision (the previous example of a
@@ -301,13 +317,7 @@ def test_each_component_is_timed_after_what_precedes_it_in_the_runtime(monkeypat
         model.eval()
         for stage in model.stages:
             stage.register_forward_hook(lambda *_, name=name: ran.append(name))
-    one = NodeDecision.one
-
-    def recorded(self, logits, memo):
-        ran.append("decision")
-        return one(self, logits, memo)
-
-    monkeypatch.setattr(NodeDecision, "one", recorded)
+    record_decisions(monkeypatch, ran)
     inputs = {name: torch.randn(1, 1, 28, 28) for name in networks}
     reference = alone_key("exit_resnet", 2)
     keys = [
@@ -349,18 +359,7 @@ def test_a_decision_at_batch_1_is_timed_after_its_producer_itself_and_its_produc
     for model in networks.values():
         model.eval()
         model.stages[0].register_forward_hook(lambda *_: ran.append("producer"))
-    one, many = NodeDecision.one, NodeDecision.many
-
-    def recorded_one(self, logits, memo):
-        ran.append("decision")
-        return one(self, logits, memo)
-
-    def recorded_many(self, logits, memo, rows):
-        ran.append("decision")
-        return many(self, logits, memo, rows)
-
-    monkeypatch.setattr(NodeDecision, "one", recorded_one)
-    monkeypatch.setattr(NodeDecision, "many", recorded_many)
+    record_decisions(monkeypatch, ran)
     inputs = {name: torch.randn(batch, 1, 28, 28) for name in networks}
     reference = alone_key("exit_resnet", 2)
     key = decision_key(2, 0, "small_cnn", 0)

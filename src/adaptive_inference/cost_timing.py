@@ -46,18 +46,11 @@ Each is timed **in context**, right after what precedes it in the runtime:
   steps and the path features it reads; every step evaluated, the costliest case), including,
   batched, the split of the batch by action that the runtime does. At batch 1 the producer and
   the same decision run once more before it (untimed): the runtime runs a node's decision
-  example after example, a fraction of a millisecond apart, so its code is warm. Timed after
-  its producer alone (after whatever component the round ran before), the linear network's
-  decision was priced about 0.08 of the reference where the runtime ran it at about 0.05 (the
-  per-segment tables of three cold studies), and network selection measured 1.05-1.19 of its
-  predicted batch-1 speedups at 1-2 points of loss; in two alternations of separate timing and
-  measuring processes on one study, batch-1 predictions came within 2.2% of the measured
-  speedups on average timed warm against 5.1% (0.93-1.03 against 0.97-1.13). Rebatched, a full
-  batch of every other stage runs between two calls of a decision, so it is timed after its
-  producer alone (timed warm there too, the rebatched predictions came out high: 0.89-1.01 of
-  the measured against 0.93-1.06). Neither context is exact (docs/timing.md): five cold runs
-  since measured 0.88-1.01 of their batch-1 predictions, as far from them on average as the
-  three before (0.98-1.19), on the other side;
+  example after example, a fraction of a millisecond apart, so its code is warm (timed after its
+  producer alone, the linear network's decision was priced about 0.08 of the reference where
+  the runtime's per-segment timing measured about 0.05). Rebatched, a full batch of every other
+  stage runs between two calls of a decision, so it is timed after its producer alone. The
+  measurements behind both, and why neither context is exact: docs/timing.md;
 * the answer: reading the class of the node where an example stops.
 
 Batched, every component is timed at several batch sizes (the setting's and smaller ones), so
