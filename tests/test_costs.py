@@ -16,7 +16,9 @@ import pytest
 import torch
 
 from adaptive_inference.cost_timing import (
+    ComponentInContext,
     components_in_context,
+    context_ratio,
     measure_costs,
     random_decision,
     round_orders,
@@ -206,7 +208,7 @@ class FakeComponent:
     def __init__(self, key, log, context_s=0.0):
         self.key, self.log, self.context_s = key, log, context_s
 
-    def prepare(self):
+    def prepare(self, index=0):
         time.sleep(self.context_s)
         return lambda: self.log.append(self.key)
 
@@ -233,6 +235,25 @@ def test_time_rounds_draws_each_rounds_order_and_times_only_the_call():
         time_rounds(components, ("segment", "z", None, 0), rounds=1, warmup=0, device=CPU)
 
 
+def test_a_component_with_two_contexts_is_timed_in_each_in_turn_and_priced_at_their_mean():
+    """Timed round ``j`` runs context ``j % 2`` (the warm-up rounds run before round 0); the
+    ratio is the mean of the two contexts' medians, not the median of the mixture (which would
+    land on whichever context happens to hold the middle round)."""
+    ran = []
+    key = ("segment", "a", None, 0)
+    component = ComponentInContext(
+        key,
+        lambda: ran.append("first") or (lambda: None),
+        lambda: ran.append("second") or (lambda: None),
+    )
+    times = time_rounds([component], key, rounds=5, warmup=1, device=CPU)
+    assert ran == ["second", "first", "second", "first", "second", "first"]
+    assert times[key].shape == (5,)
+    ratios = np.array([1.0, 10.0, 1.2, 11.0, 0.8, 9.0, 1.0])
+    assert context_ratio(ratios, 2) == pytest.approx((1.0 + 10.0) / 2)
+    assert context_ratio(ratios, 1) == np.median(ratios) == 1.2
+
+
 def test_joint_table_holds_every_component_at_every_batch_size(joint):
     networks, schemes, table = joint
     assert list(table.columns) == TABLE_COLUMNS
@@ -243,6 +264,9 @@ def test_joint_table_holds_every_component_at_every_batch_size(joint):
     assert len(rows) == len(set(rows)) == len(components) * len(BATCH_SIZES)
     assert set(rows) == {(component_name(k), b) for k in components for b in BATCH_SIZES}
     assert (table["rounds"] == ROUNDS).all()
+    # a decision at batch 1 is timed in two contexts (warm and after its producer alone)
+    two = (table["kind"] == "decision") & (table["batch_size"] == 1)
+    assert (table["contexts"] == np.where(two, 2, 1)).all() and two.any()
     assert (table["median_ms"] > 0).all()
     assert (table["q25_ms"] <= table["median_ms"]).all()
     assert (table["median_ms"] <= table["q75_ms"]).all()
@@ -347,13 +371,15 @@ def test_each_component_is_timed_after_what_precedes_it_in_the_runtime(monkeypat
 
 
 @pytest.mark.parametrize("batch", [1, 4])
-def test_a_decision_at_batch_1_is_timed_after_its_producer_itself_and_its_producer_again(
+def test_a_decision_at_batch_1_is_timed_in_turn_warm_and_after_its_producer_alone(
     monkeypatch, batch
 ):
-    """At batch 1 the runtime runs a node's decision for example after example, so it is timed
-    warm: after its producer, the same decision and the producer again. Rebatched, a full batch
-    of other stages runs between two calls of a decision: it is timed after its producer
-    alone. Either way the timed call is the decision only."""
+    """At batch 1 the runtime runs a node's decision example after example, sometimes right
+    after the same decision on the previous example (warm: after its producer, the same decision
+    and the producer again), sometimes after other networks' work: the rounds alternate the two
+    contexts, warm first. Rebatched, a full batch of other stages runs between two calls of a
+    decision: it is timed after its producer alone in every round. Either way the timed call is
+    the decision only."""
     networks = tiny_networks()
     ran: list[str] = []
     for model in networks.values():
@@ -370,12 +396,14 @@ def test_a_decision_at_batch_1_is_timed_after_its_producer_itself_and_its_produc
         )
         if c.key == key
     ]
+    contexts = []
     with torch.inference_mode():
-        ran.clear()
-        call = component.prepare()
-        context = list(ran)
-        ran.clear()
-        call()
-    warm = ["producer", "decision", "producer"] if batch == 1 else ["producer"]
-    assert context == warm
-    assert ran == ["decision"]
+        for index in range(4):
+            ran.clear()
+            call = component.prepare(index)
+            contexts.append(list(ran))
+            ran.clear()
+            call()
+            assert ran == ["decision"]
+    warm, cold = ["producer", "decision", "producer"], ["producer"]
+    assert contexts == ([warm, cold, warm, cold] if batch == 1 else [cold] * 4)

@@ -590,6 +590,7 @@ def costs_table(costs: Costs) -> pd.DataFrame:
                     **key_columns(key),
                     "batch_size": batch,
                     "rounds": 1,
+                    "contexts": 1,
                     "median_ms": ms,
                     "q25_ms": ms,
                     "q75_ms": ms,

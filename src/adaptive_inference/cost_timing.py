@@ -44,13 +44,15 @@ Each is timed **in context**, right after what precedes it in the runtime:
 * a decision: right after the segment that produces its node's logits (from the input), with
   the runtime's own :class:`~adaptive_inference.decision.NodeDecision` of the node's shape (its
   steps and the path features it reads; every step evaluated, the costliest case), including,
-  batched, the split of the batch by action that the runtime does. At batch 1 the producer and
-  the same decision run once more before it (untimed): the runtime runs a node's decision
-  example after example, a fraction of a millisecond apart, so its code is warm (timed after its
-  producer alone, the linear network's decision was priced about 0.08 of the reference where
-  the runtime's per-segment timing measured about 0.05). Rebatched, a full batch of every other
-  stage runs between two calls of a decision, so it is timed after its producer alone. The
-  measurements behind both, and why neither context is exact: docs/timing.md;
+  batched, the split of the batch by action that the runtime does. At batch 1 the runtime runs
+  a node's decision example after example: right after the same decision on the previous
+  example where that one stopped at the node (warm), after other networks' work where it went
+  on. So the rounds alternate two contexts, the producer, the same decision and the producer
+  again (warm), and the producer alone, and the decision is priced at the mean of its median
+  ratio in each (timed warm alone, network selection measured about 5% below its batch-1
+  predictions in five cold runs; after its producer alone, 5-7% above in three). Rebatched,
+  a full batch of every other stage runs between two calls of a decision, so it is timed after
+  its producer alone. The measurements behind these: docs/timing.md;
 * the answer: reading the class of the node where an example stops.
 
 Batched, every component is timed at several batch sizes (the setting's and smaller ones), so
@@ -130,13 +132,27 @@ def random_decision(
     )
 
 
-class _Component:
-    """One component with what precedes it: ``prepare()`` runs the context (untimed) and
-    returns the call to time."""
+class ComponentInContext:
+    """One component with what may precede it in the runtime: each of ``contexts`` runs one
+    such context (untimed) and returns the call to time. A component with several contexts is
+    timed in each in turn, round after round (:meth:`prepare`), and priced at the mean of its
+    median ratio in each (:func:`context_ratio`)."""
 
-    def __init__(self, key: Key, prepare: Callable[[], Callable[[], Any]]) -> None:
+    def __init__(self, key: Key, *contexts: Callable[[], Callable[[], Any]]) -> None:
         self.key = key
-        self.prepare = prepare
+        self.contexts = contexts
+
+    def prepare(self, index: int = 0) -> Callable[[], Any]:
+        """Run the context of timed round ``index`` (``index % len(contexts)``) and return the
+        call to time."""
+        return self.contexts[index % len(self.contexts)]()
+
+
+def context_ratio(ratios: np.ndarray, contexts: int) -> float:
+    """A component's ratio to the reference from its ratios in every timed round: their median,
+    or with several contexts (round ``j`` in context ``j % contexts``) the mean over the
+    contexts of each one's median."""
+    return float(np.mean([np.median(ratios[c::contexts]) for c in range(contexts)]))
 
 
 def components_in_context(
@@ -148,7 +164,7 @@ def components_in_context(
     topk: int,
     device: torch.device,
     capture: bool = False,
-) -> list[_Component]:
+) -> list[ComponentInContext]:
     """Every component of ``keys`` at the batch size of ``inputs``, with its context (segments
     replayed as captured CUDA graphs with ``capture``, as the runtime runs them then)."""
     batch = next(iter(inputs.values())).shape[0]
@@ -185,7 +201,7 @@ def components_in_context(
         key = segment_key(network, None, exit)
         return segments.get(key) or build_segment(networks[network], key, name=name)
 
-    def after_node(key: Key, before, before_x: torch.Tensor, call) -> _Component:
+    def after_node(key: Key, before, before_x: torch.Tensor, call) -> ComponentInContext:
         """``call`` (on the activation ``before`` left) timed right after a node's work:
         ``before`` on ``before_x`` and a decision on its logits."""
 
@@ -194,9 +210,9 @@ def components_in_context(
             decide(settle, logits, None)
             return lambda: call(h)
 
-        return _Component(key, prepare)
+        return ComponentInContext(key, prepare)
 
-    def for_alone(key: Key) -> _Component:
+    def for_alone(key: Key) -> ComponentInContext:
         """A node alone: after itself and its answer on the previous example."""
         segment, x = segments[key], inputs[key[1]]
 
@@ -204,16 +220,16 @@ def components_in_context(
             answer(segment(x)[1])
             return lambda: segment(x)
 
-        return _Component(key, prepare)
+        return ComponentInContext(key, prepare)
 
-    def for_segment(key: Key) -> _Component:
+    def for_segment(key: Key) -> ComponentInContext:
         segment = segments[key]
         x = inputs[key[1]]
         if key[2] is None:  # a route's start: after the same segment on the previous example
             return after_node(key, segment, x, lambda _: segment(x))
         return after_node(key, from_input(key[1], key[2], "before"), x, segment)
 
-    def for_decision(key: Key) -> _Component:
+    def for_decision(key: Key) -> ComponentInContext:
         _, steps, reads, network, exit = key
         decision = random_decision(steps, reads, topk=topk, device=device)
         producer = from_input(network, exit, "producer")
@@ -226,23 +242,28 @@ def components_in_context(
                 keeper = NodeDecision(d, [-1], rule=None, constant=-1, topk=topk, keep=True)
                 keeper.many(logits, memo, rows) if batch > 1 else keeper.one(logits, memo)
 
-        def prepare():
+        def after_producer():
             _, logits = producer(x)
-            if batch == 1:  # the previous example ran this decision moments ago (module doc)
-                decide(decision, logits, memo)
-                _, logits = producer(x)
             return lambda: decide(decision, logits, memo)
 
-        return _Component(key, prepare)
+        def after_itself():  # the previous example ran this decision moments ago (module doc)
+            _, logits = producer(x)
+            decide(decision, logits, memo)
+            _, logits = producer(x)
+            return lambda: decide(decision, logits, memo)
 
-    def for_answer() -> _Component:
+        if batch == 1:
+            return ComponentInContext(key, after_itself, after_producer)
+        return ComponentInContext(key, after_producer)
+
+    def for_answer() -> ComponentInContext:
         def prepare():
             _, logits = ref_segment(ref_input)
             return lambda: answer(logits)
 
-        return _Component(ANSWER, prepare)
+        return ComponentInContext(ANSWER, prepare)
 
-    def for_jump(key: Key) -> _Component:
+    def for_jump(key: Key) -> ComponentInContext:
         _, network, exit, after_network, after_exit = key
         segment = from_input(network, exit, component_name(key))
         before = from_input(after_network, after_exit, "before")
@@ -267,7 +288,7 @@ def round_orders(count: int, rounds: int, seed: int = 0) -> Iterator[list[int]]:
 
 
 def time_rounds(
-    components: Sequence[_Component],
+    components: Sequence[ComponentInContext],
     reference: Key,
     *,
     rounds: int,
@@ -283,7 +304,7 @@ def time_rounds(
     for r, order in enumerate(round_orders(len(components), warmup + rounds, seed)):
         keys = []
         for i in order:
-            call = components[i].prepare()
+            call = components[i].prepare(r - warmup)
             timer.call(call)
             keys.append(components[i].key)
         if r >= warmup:
@@ -296,13 +317,22 @@ def time_rounds(
     return times
 
 
-def _summary(key: Key, batch: int, samples: np.ndarray, ratios: np.ndarray, ref_median: float):
+def _summary(
+    key: Key,
+    batch: int,
+    samples: np.ndarray,
+    ratios: np.ndarray,
+    ref_median: float,
+    contexts: int,
+):
     q25, median, q75 = np.percentile(samples, [25, 50, 75])
-    r25, ratio, r75 = np.percentile(ratios, [25, 50, 75])
+    r25, r75 = np.percentile(ratios, [25, 75])
+    ratio = context_ratio(ratios, contexts)
     return {
         **key_columns(key),
         "batch_size": batch,
         "rounds": len(samples),
+        "contexts": contexts,
         "median_ms": median,
         "q25_ms": q25,
         "q75_ms": q75,
@@ -380,7 +410,9 @@ def measure_costs(
             )
             ref_times = times[ref_key]
             ref_median = float(np.median(ref_times))
+            contexts = {c.key: len(c.contexts) for c in components}
             for key, samples in times.items():
-                rows.append(_summary(key, batch, samples, samples / ref_times, ref_median))
+                ratios = samples / ref_times
+                rows.append(_summary(key, batch, samples, ratios, ref_median, contexts[key]))
             bar.update()
     return pd.DataFrame(rows)[TABLE_COLUMNS]

@@ -52,6 +52,7 @@ TABLE_COLUMNS = [
     "reads",
     "batch_size",
     "rounds",
+    "contexts",
     "median_ms",
     "q25_ms",
     "q75_ms",
@@ -61,7 +62,11 @@ TABLE_COLUMNS = [
     "cost_ms",
     "per_example_ms",
 ]
-"""The columns of a joint timing table (``results/costs/<setting>.parquet``)."""
+"""The columns of a joint timing table (``results/costs/<setting>.parquet``). ``contexts``: how
+many contexts the component was timed in, in turn (:mod:`adaptive_inference.cost_timing`);
+``ratio_median``: the ratio to the reference that prices it, the median over the rounds (with
+several contexts, the mean of each context's median); ``cost_ms``: that ratio times the
+reference's median time."""
 
 
 def segment_key(network: str, source: int | None, exit: int) -> Key:
