@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
+from adaptive_inference import cost_timing, runtime
 from adaptive_inference.cost_timing import (
     ComponentInContext,
     components_in_context,
@@ -34,11 +35,13 @@ from adaptive_inference.costs import (
     decision_key,
     jump_key,
     key_columns,
+    move_key,
     segment_key,
 )
 from adaptive_inference.decision import NodeDecision, PathMemo
 from adaptive_inference.graph import scheme_structure
 from adaptive_inference.networks import build_network
+from adaptive_inference.segments import build_segment
 
 CPU = torch.device("cpu")
 SPECS = {
@@ -368,6 +371,49 @@ def test_each_component_is_timed_after_what_precedes_it_in_the_runtime(monkeypat
     assert contexts[reference] == ({"exit_resnet"}, {"exit_resnet"})
     assert contexts[keys[4]] == ({"small_cnn"}, {"small_cnn"})
     assert contexts[keys[5]] == ({"exit_resnet", "decision"}, {"exit_resnet"})
+
+
+def test_a_move_times_the_runtimes_gather_and_regroup_of_a_whole_batch(monkeypatch):
+    """A move on a continuation gathers every row of the activation its exit left, right after
+    the segment that left it; a move into another network gathers that network's input rows.
+    Either way the timed call is the runtime's own gather, then a regroup of two parts."""
+    networks = tiny_networks()
+    ran: list[tuple] = []
+    for model in networks.values():
+        model.eval()
+        model.stages[0].register_forward_hook(lambda *_: ran.append(("producer",)))
+    gather, regroup = cost_timing.gather_rows, cost_timing.regroup
+    monkeypatch.setattr(
+        cost_timing,
+        "gather_rows",
+        lambda t, which: ran.append(("gather", tuple(t.shape))) or gather(t, which),
+    )
+    monkeypatch.setattr(
+        cost_timing,
+        "regroup",
+        lambda parts: ran.append(("regroup", *(len(p) for p in parts))) or regroup(parts),
+    )
+    assert gather is runtime.gather_rows and regroup is runtime.regroup  # the runtime's own
+    inputs = {name: torch.randn(6, 1, 28, 28) for name in networks}
+    reference = alone_key("exit_resnet", 2)
+    keys = [move_key("exit_resnet", 0), move_key("small_cnn", None)]
+    components = components_in_context(
+        [*keys, reference], networks, inputs, reference, topk=5, device=CPU
+    )
+    with torch.inference_mode():
+        h, _ = build_segment(
+            networks["exit_resnet"], segment_key("exit_resnet", None, 0), name="h"
+        )(inputs["exit_resnet"])
+        contexts = {}
+        for component in components[:2]:
+            ran.clear()
+            call = component.prepare()
+            context = list(ran)
+            ran.clear()
+            call()
+            contexts[component.key] = (context, list(ran))
+    assert contexts[keys[0]] == ([("producer",)], [("gather", tuple(h.shape)), ("regroup", 3, 3)])
+    assert contexts[keys[1]] == ([], [("gather", (6, 1, 28, 28)), ("regroup", 3, 3)])
 
 
 @pytest.mark.parametrize("batch", [1, 4])

@@ -32,6 +32,7 @@ from adaptive_inference.costs import (
     alone_key,
     decision_key,
     key_columns,
+    move_key,
 )
 from adaptive_inference.costs import segment_key as seg
 from adaptive_inference.decision import STOP, DecisionRule, NodeRule
@@ -44,6 +45,7 @@ from adaptive_inference.runtime import AdaptiveRuntime, slice_inputs
 from adaptive_inference.runtime_measure import (
     RuntimeSettings,
     Stopwatch,
+    edge_counts,
     measure_scheme,
     predicted_batched_ms,
     predicted_ms,
@@ -656,6 +658,8 @@ def hand_costs() -> Costs:
         seg("n", 1, 2): {1: 0.8, 4: 2.0},
         decision_key(1, 0, "n", 0): {1: 0.1, 4: 0.4},
         decision_key(1, 0, "n", 1): {1: 0.2, 4: 0.5},
+        move_key("n", 0): {1: 0.02, 4: 0.05},
+        move_key("n", 1): {1: 0.04, 4: 0.1},
         ANSWER: {1: 0.03, 4: 0.06},
     }
     return Costs(batch_size=4, calls=calls)
@@ -680,7 +684,9 @@ def test_predicted_batched_time_by_hand():
     """At 4 examples a call: exit 0's segment runs 10 examples (2 full calls and a flush of 2),
     exit 1's 6 (1 + a flush of 2), exit 2's 3 (a flush of 3); after each call the node's
     decision (exits 0 and 1) and the answer (all three: examples stop at each) run on its
-    examples. A flush of k examples is priced between the timed 1 and 4 examples a call."""
+    examples, and the examples that go on are moved, an equal share after each of the node's
+    calls (6 after exit 0's three calls, 3 after exit 1's two). A flush of k examples is priced
+    between the timed 1 and 4 examples a call."""
     structure = scheme_structure("early_exit", {"n": ["e0", "e1", "final"]})
     route = hand_route()
     assert segment_counts(structure, route, 0) == {
@@ -705,11 +711,15 @@ def test_predicted_batched_time_by_hand():
         + between(0.03, 0.06, 2)
     )
     exit2 = between(0.8, 2.0, 3) + between(0.03, 0.06, 3)
+    moves = 3 * between(0.02, 0.05, 2) + 2 * between(0.04, 0.1, 1.5)
+    assert edge_counts(structure, route) == {(0, 1): 6, (1, 2): 3}
     total = predicted_batched_ms(structure, route, 0, hand_costs(), 4)
-    assert total == pytest.approx(exit0 + exit1 + exit2, rel=1e-12)
-    assert total == pytest.approx(12.01, abs=1e-12)
-    # at one example a call every call is full: the batch-1 costs times the examples
+    assert total == pytest.approx(exit0 + exit1 + exit2 + moves, rel=1e-12)
+    assert total == pytest.approx(12.01 + 0.19, abs=1e-12)
+    # at one example a call every call is full: the batch-1 costs times the examples, and each
+    # example that goes on is moved on its own
     at_one = 10 * (1.0 + 0.1 + 0.03) + 6 * (0.5 + 0.2 + 0.03) + 3 * (0.8 + 0.03)
+    at_one += 6 * 0.02 + 3 * 0.04
     assert predicted_batched_ms(structure, route, 0, hand_costs(), 1) == pytest.approx(at_one)
 
 

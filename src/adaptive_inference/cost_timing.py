@@ -53,6 +53,11 @@ Each is timed **in context**, right after what precedes it in the runtime:
   predictions in five cold runs; after its producer alone, 5-7% above in three). Rebatched,
   a full batch of every other stage runs between two calls of a decision, so it is timed after
   its producer alone. The measurements behind these: docs/timing.md;
+* a move (rebatched): the runtime's own gathering of the examples that go on, every row of a
+  batch (:func:`~adaptive_inference.runtime.gather_rows`; the activation an exit left, right
+  after the segment that left it, or a network's input rows for a jump), then regrouping them
+  in two parts, as a queue regroups examples from several calls
+  (:func:`~adaptive_inference.runtime.regroup`);
 * the answer: reading the class of the node where an example stops.
 
 Batched, every component is timed at several batch sizes (the setting's and smaller ones), so
@@ -92,7 +97,7 @@ from adaptive_inference.decision import (
 from adaptive_inference.device import memory_format
 from adaptive_inference.graph import GraphStructure
 from adaptive_inference.models import MultiExitNetwork
-from adaptive_inference.runtime import split_by_action
+from adaptive_inference.runtime import gather_rows, regroup, split_by_action
 from adaptive_inference.segments import build_segment
 from adaptive_inference.timing import Timer
 
@@ -263,6 +268,26 @@ def components_in_context(
 
         return ComponentInContext(ANSWER, prepare)
 
+    def for_move(key: Key) -> ComponentInContext:
+        _, network, source = key
+        x = inputs[network]
+        every = torch.ones(batch, dtype=torch.bool, device=device)
+        half = batch // 2
+
+        def move(carried: torch.Tensor, which: torch.Tensor) -> None:
+            moved = gather_rows(carried, which)
+            regroup([moved[:half], moved[half:]])
+
+        if source is None:  # a jump: the input rows of the network jumped into
+            return ComponentInContext(key, lambda: lambda: move(x, rows))
+        producer = from_input(network, source, "producer")
+
+        def prepare():
+            h, _ = producer(x)
+            return lambda: move(h, every)
+
+        return ComponentInContext(key, prepare)
+
     def for_jump(key: Key) -> ComponentInContext:
         _, network, exit, after_network, after_exit = key
         segment = from_input(network, exit, component_name(key))
@@ -275,6 +300,7 @@ def components_in_context(
         "alone": for_alone,
         "jump": for_jump,
         "decision": for_decision,
+        "move": for_move,
     }
     return [for_answer() if k == ANSWER else builders[k[0]](k) for k in keys]
 

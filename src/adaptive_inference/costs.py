@@ -18,6 +18,10 @@ A **component** is a piece of work the runtime does, keyed by a tuple:
   (actions - 1) reading ``reads`` dominators' path features besides the node's own features, at
   the node of exit ``exit`` of ``network`` (timed right after that node's logits are computed,
   as the runtime runs it);
+* ``("move", network, source)``: moving examples on in the rebatched runtime, per example
+  moved: gathering what they carry from the call they leave (the activation that exit
+  ``source`` of ``network`` left, for a continuation; ``network``'s input rows, ``source``
+  None, for a jump into it) and regrouping them with the queue's other examples;
 * ``("answer",)``: reading the answer of the node an example stops at.
 
 :class:`Costs` holds every component's time per call at each timed batch size; the graphs take
@@ -85,6 +89,10 @@ def decision_key(steps: int, reads: int, network: str, exit: int) -> Key:
     return ("decision", int(steps), int(reads), network, int(exit))
 
 
+def move_key(network: str, source: int | None) -> Key:
+    return ("move", network, None if source is None else int(source))
+
+
 def component_name(key: Key) -> str:
     """A readable name of a component (the ``component`` column)."""
     if key[0] == "segment":
@@ -97,6 +105,8 @@ def component_name(key: Key) -> str:
         return f"{key[1]}:input->exit{key[2]} after {key[3]}:exit{key[4]}"
     if key[0] == "decision":
         return f"decision:{key[3]}:exit{key[4]}:steps{key[1]}:reads{key[2]}"
+    if key[0] == "move":
+        return f"move:{key[1]}:{'input' if key[2] is None else f'exit{key[2]}'}"
     return "answer"
 
 
@@ -161,13 +171,14 @@ class Costs:
         *,
         decision_ms: float = 0.0,
         answer_ms: float = 0.0,
+        move_ms: float = 0.0,
         batch_size: int = 1,
         max_shape: int = 16,
     ) -> Costs:
         """Costs that add up, for tests and benchmarks: per network, the backbone cost of each
         exit's stages (beyond the previous exit) and of each head (a node alone and a jump
         into it cost its segment from the input); every decision (up to ``max_shape`` steps and
-        reads, at any exit) costs ``decision_ms``. Costs are per example
+        reads, at any exit) costs ``decision_ms``, every move ``move_ms``. Costs are per example
         (the call on a batch costs ``batch_size`` times more)."""
         calls: dict[Key, dict[int, float]] = {}
         for network, stages in stage_ms.items():
@@ -176,6 +187,8 @@ class Costs:
                 np.zeros(len(stages)) if head_ms is None else np.asarray(head_ms[network], float)
             )
             cumulative = np.concatenate([[0.0], np.cumsum(stages)])
+            for source in [None, *range(len(stages))]:
+                calls[move_key(network, source)] = {batch_size: move_ms * batch_size}
             for exit in range(len(stages)):
                 for source in [None, *range(exit)]:
                     start = 0 if source is None else source + 1
@@ -227,6 +240,8 @@ def _row_key(row: Any) -> Key:
         )
     if row.kind == "decision":
         return decision_key(int(row.steps), int(row.reads), str(row.network), int(row.exit))
+    if row.kind == "move":
+        return move_key(str(row.network), None if int(row.source) < 0 else int(row.source))
     return ANSWER
 
 
@@ -255,4 +270,6 @@ def key_columns(key: Key) -> dict[str, Any]:
         )
     elif key[0] == "decision":
         columns.update(steps=key[1], reads=key[2], network=key[3], exit=key[4])
+    elif key[0] == "move":
+        columns.update(network=key[1], source=-1 if key[2] is None else key[2])
     return columns

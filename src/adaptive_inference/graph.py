@@ -54,6 +54,7 @@ from adaptive_inference.costs import (
     alone_key,
     decision_key,
     jump_key,
+    move_key,
     segment_key,
 )
 from adaptive_inference.decision import PATH_EXTRA, STOP, own_feature_names, path_columns
@@ -199,16 +200,24 @@ class GraphStructure:
             self.networks[node], self.exits[node], self.networks[source], self.exits[source]
         )
 
+    def move_component(self, source: int, node: int) -> Key:
+        """The component that prices moving examples from ``source``'s call on to ``node``'s
+        queue in the rebatched runtime: the activation ``source`` left inside one network, else
+        ``node``'s network's input rows."""
+        _, network, after_exit, _ = self.segment(source, node)
+        return move_key(network, after_exit)
+
     def components(self) -> set[Key]:
         """Every component a route of this graph may run: each node from the input (at a
         route's start, and alone), the continuation between any two exits of one network, each
-        decision shape, the answer."""
+        decision shape, each move on to another node (rebatched), the answer."""
         keys: set[Key] = {ANSWER}
         for b in range(self.num_nodes):
             keys.add(self.segment(None, b))
             keys.add(self.single_component(b))
             keys.update(self.segment(a, b) for a in range(b))
             keys.update(self.edge_component(a, b) for a in range(b))
+            keys.update(self.move_component(a, b) for a in range(b))
             if not self.is_terminal(b):
                 keys.add(self.decision(b))
         return keys

@@ -75,8 +75,7 @@ class _Queue:
 
     def pop(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first ``size`` waiting examples (all of them if fewer wait)."""
-        rows = self.rows[0] if len(self.rows) == 1 else torch.cat(self.rows)
-        sources = self.sources[0] if len(self.sources) == 1 else torch.cat(self.sources)
+        rows, sources = regroup(self.rows), regroup(self.sources)
         if size >= len(rows):
             self.rows, self.sources, self.count = [], [], 0
             return rows, sources
@@ -288,9 +287,9 @@ class AdaptiveRuntime:
                     continue
                 nxt = self._edges[node][action]
                 if nxt.from_input:
-                    onward = x[nxt.network][taken]
+                    onward = gather_rows(x[nxt.network], taken)
                 else:
-                    onward = h if mask is None else h[mask]
+                    onward = h if mask is None else gather_rows(h, mask)
                 self._enqueue(queues, nxt, taken, onward)
 
     def classify(
@@ -342,6 +341,19 @@ def slice_inputs(x: Mapping[str, torch.Tensor], start: int, stop: int) -> dict[s
     for tensor in x.values():
         sliced.setdefault(id(tensor), tensor[start:stop])
     return {net: sliced[id(tensor)] for net, tensor in x.items()}
+
+
+def gather_rows(tensor: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+    """The rows of ``tensor`` that go on (``which``: their positions, or a mask): what a
+    rebatched run copies for the examples it moves to another segment's queue (priced per
+    example moved, :mod:`adaptive_inference.cost_timing`)."""
+    return tensor[which]
+
+
+def regroup(parts: list[torch.Tensor]) -> torch.Tensor:
+    """The examples a queue holds, from the calls that sent them, as one batch (a copy where
+    they came from more than one call)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def split_by_action(

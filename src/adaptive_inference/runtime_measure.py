@@ -19,10 +19,11 @@ one device and thread count, on the same test images:
 job's costs (:mod:`adaptive_inference.cost_timing`): at batch 1 the latency costs, as the
 sweep prices them; batched, :func:`predicted_batched_ms` counts the calls each segment,
 decision and answer makes when rebatched (full batches, then one flush call per segment) and
-prices each at its own size. Both systems' predictions and measurements are ratios to the
-reference in the same job, so the machine's absolute speed cancels; its state does not
-entirely: on a shared CPU the speedup a runtime gets moves with it, more than the costs' ratios
-do (docs/runtime.md).
+prices each at its own size, and the moves of the examples that go on (gathered from the call
+they leave and regrouped in the next queue). Both systems' predictions and measurements are
+ratios to the reference in the same job, so the machine's absolute speed cancels; its state
+does not entirely: on a shared CPU the speedup a runtime gets moves with it, more than the
+costs' ratios do (docs/runtime.md).
 
 **Where the time goes**: an instrumented pass of each system (batch 1 on the first
 :data:`INSTRUMENTED` examples; the whole stream rebatched) times every segment call and every
@@ -141,15 +142,25 @@ def segment_counts(graph: StageGraph, route: Route, start: int) -> dict[tuple[Ke
         if count:
             counts[(key, node)] = counts.get((key, node), 0) + count
 
-    visited = route.visited
     entry = (
         graph.single_component(start) if starts_alone(route, start) else graph.segment(None, start)
     )
-    add(entry, start, int(visited[:, start].sum()))
+    add(entry, start, int(route.visited[:, start].sum()))
+    for (a, b), count in edge_counts(graph, route).items():
+        add(graph.segment(a, b), b, count)
+    return counts
+
+
+def edge_counts(graph: StageGraph, route: Route) -> dict[tuple[int, int], int]:
+    """How many examples of a route go from node ``a`` on to node ``b``, for every edge some
+    example takes."""
+    visited = route.visited
+    counts = {}
     for a in range(graph.num_nodes):
         for b in graph.successors[a]:
             taken = visited[:, a] & visited[:, b] & ~np.any(visited[:, a + 1 : b], axis=1)
-            add(graph.segment(a, b), b, int(taken.sum()))
+            if taken.any():
+                counts[(a, b)] = int(taken.sum())
     return counts
 
 
@@ -160,12 +171,15 @@ def predicted_batched_ms(
     examples makes ``c // batch_size`` full calls and one call on the rest; after each call,
     the node's decision (where its rule computes one) and the answer (where examples stop there)
     run on that call's examples; each priced at its size (:meth:`~adaptive_inference.costs.
-    Costs.call_ms`)."""
+    Costs.call_ms`). The examples that go on from a node are moved (gathered and regrouped in
+    the next queue) after its calls, an equal share after each (one example at least)."""
     deciding = route.decided.any(axis=0)
     stopping = np.bincount(route.stop, minlength=graph.num_nodes) > 0
     total = 0.0
+    calls_at = np.zeros(graph.num_nodes, dtype=np.int64)
     for (key, node), count in segment_counts(graph, route, start).items():
         full, rest = divmod(count, batch_size)
+        calls_at[node] += full + (rest > 0)
         keys = [key]
         if deciding[node]:
             keys.append(graph.decision(node))
@@ -175,6 +189,9 @@ def predicted_batched_ms(
             total += full * costs.call_ms(part, batch_size)
             if rest:
                 total += costs.call_ms(part, rest)
+    for (a, b), moved in edge_counts(graph, route).items():
+        moves = min(calls_at[a], moved)  # at most one move per call, of one example at least
+        total += moves * costs.call_ms(graph.move_component(a, b), moved / moves)
     return total
 
 
