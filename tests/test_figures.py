@@ -470,6 +470,7 @@ def runtime_speedups() -> pd.DataFrame:
                     "measured_speedup_min": measured * 0.9,
                     "measured_speedup_max": measured * 1.1,
                     "predicted_decision_ms": 0.0 if label == "reference" else 0.05,
+                    "predicted_move_ms": 0.02 if mode == "batched" and label != "reference" else 0,
                     "runtime_total_ms": 1.2 / measured,
                     "runtime_compute_ms": 0.9 / measured,
                     "runtime_decision_ms": 0.0 if label == "reference" else 0.04,
@@ -484,9 +485,10 @@ def test_runtime_time_parts_split_predicted_and_measured_time():
     assert not [c for c in table.columns if "retimed" in c]
     parts = fig.runtime_time_parts(table).set_index(["mode", "label", "kind", "part"])["ms"]
     point = ("batched", "≤ 1 pts")
-    assert parts[(*point, "predicted", "compute")] == pytest.approx(0.5 - 0.05)
+    assert parts[(*point, "predicted", "compute")] == pytest.approx(0.5 - 0.05 - 0.02)
     assert parts[(*point, "predicted", "decision")] == pytest.approx(0.05)
-    assert parts[(*point, "predicted", "python")] == 0.0
+    assert parts[(*point, "predicted", "python")] == pytest.approx(0.02)  # moving examples on
+    assert parts[("batch1", "≤ 1 pts", "predicted", "python")] == 0.0
     assert parts[(*point, "measured", "compute")] == pytest.approx(0.9 / 2.2)
     assert parts[(*point, "measured", "python")] == pytest.approx(0.1)
     assert len(parts) == len(table) * 2 * len(fig.TIME_PARTS)

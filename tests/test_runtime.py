@@ -48,6 +48,7 @@ from adaptive_inference.runtime_measure import (
     edge_counts,
     measure_scheme,
     predicted_batched_ms,
+    predicted_moves_ms,
     predicted_ms,
     segment_counts,
 )
@@ -105,7 +106,12 @@ def study_costs() -> dict[str, Costs]:
     latency = Costs.additive(STAGE_MS, HEAD_MS, decision_ms=0.02, answer_ms=0.001)
     scaled = {net: [ms * 0.2 for ms in stages] for net, stages in STAGE_MS.items()}
     throughput = Costs.additive(
-        scaled, HEAD_MS, decision_ms=0.001, answer_ms=0.0001, batch_size=THROUGHPUT_BATCH
+        scaled,
+        HEAD_MS,
+        decision_ms=0.001,
+        answer_ms=0.0001,
+        move_ms=0.0005,
+        batch_size=THROUGHPUT_BATCH,
     )
     for sizes in throughput.calls.values():
         per_example = sizes[THROUGHPUT_BATCH] / THROUGHPUT_BATCH
@@ -829,6 +835,15 @@ def test_measurement_of_a_scheme(studies, networks, test_set):
             graphs["throughput"], route, policy.start_, costs, THROUGHPUT_BATCH
         )
         assert row.predicted_ms == pytest.approx(expected / len(ids), rel=1e-12)
+        moves = predicted_moves_ms(
+            graphs["throughput"], route, policy.start_, costs, THROUGHPUT_BATCH
+        )
+        assert row.predicted_move_ms == pytest.approx(moves / len(ids), rel=1e-12)
+        # a point moves examples on exactly where some go on from a node to another
+        assert (row.predicted_move_ms > 0) == bool(edge_counts(graphs["throughput"], route))
+        assert row.predicted_move_ms < row.predicted_ms
+    resting = table[(table["mode"] == "batch1") | (table["label"] == "reference")]
+    assert (resting["predicted_move_ms"] == 0).all()  # nothing moves at batch 1 or alone
     # the prediction of every row, again from the study (what bench_runtime sets beside a
     # re-timed one), and from costs twice as dear: twice the time, the same speedup
     dearer = replace(study, costs={s: c.scaled(2.0) for s, c in study.costs.items()})

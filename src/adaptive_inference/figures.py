@@ -869,23 +869,24 @@ RUNTIME_MODES = {"batch1": "batch 1 (latency)", "batched": "batched (throughput)
 TIME_PARTS = {
     "compute": "stages and heads",
     "decision": "policy decisions",
-    "python": "runtime's own Python",
+    "python": "runtime's own work (moving examples, Python)",
 }
 
 
 def runtime_time_parts(speedups: pd.DataFrame) -> pd.DataFrame:
     """Where the time per example goes (ms) per scheme, mode and operating point: ``scheme``,
     ``mode``, ``label``, ``kind`` (predicted, measured), ``part`` (:data:`TIME_PARTS`), ``ms``.
-    Predicted: the joint costs along the simulated routes (decisions at their timed cost);
-    measured: the runtime's instrumented pass."""
+    Predicted: the joint costs along the simulated routes (decisions at their timed cost;
+    rebatched, the moves of the examples that go on as the runtime's own work); measured: the
+    runtime's instrumented pass."""
     rows = []
     for row in speedups.itertuples():
         keys = {"scheme": row.scheme, "mode": row.mode, "label": row.label}
         kinds = {
             "predicted": {
-                "compute": row.predicted_ms - row.predicted_decision_ms,
+                "compute": row.predicted_ms - row.predicted_decision_ms - row.predicted_move_ms,
                 "decision": row.predicted_decision_ms,
-                "python": 0.0,
+                "python": row.predicted_move_ms,
             },
             "measured": {
                 "compute": row.runtime_compute_ms,

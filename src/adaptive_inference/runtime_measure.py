@@ -171,15 +171,12 @@ def predicted_batched_ms(
     examples makes ``c // batch_size`` full calls and one call on the rest; after each call,
     the node's decision (where its rule computes one) and the answer (where examples stop there)
     run on that call's examples; each priced at its size (:meth:`~adaptive_inference.costs.
-    Costs.call_ms`). The examples that go on from a node are moved (gathered and regrouped in
-    the next queue) after its calls, an equal share after each (one example at least)."""
+    Costs.call_ms`); and the examples that go on are moved (:func:`predicted_moves_ms`)."""
     deciding = route.decided.any(axis=0)
     stopping = np.bincount(route.stop, minlength=graph.num_nodes) > 0
     total = 0.0
-    calls_at = np.zeros(graph.num_nodes, dtype=np.int64)
     for (key, node), count in segment_counts(graph, route, start).items():
         full, rest = divmod(count, batch_size)
-        calls_at[node] += full + (rest > 0)
         keys = [key]
         if deciding[node]:
             keys.append(graph.decision(node))
@@ -189,10 +186,35 @@ def predicted_batched_ms(
             total += full * costs.call_ms(part, batch_size)
             if rest:
                 total += costs.call_ms(part, rest)
+    return total + predicted_moves_ms(graph, route, start, costs, batch_size)
+
+
+def predicted_moves_ms(
+    graph: StageGraph, route: Route, start: int, costs: Costs, batch_size: int
+) -> float:
+    """The time (ms) a route's examples run rebatched at ``batch_size`` spend being moved on: the
+    examples that go on from a node are gathered and regrouped in the next queue after its
+    calls, an equal share after each (one example at least)."""
+    calls_at = np.zeros(graph.num_nodes, dtype=np.int64)
+    for (_, node), count in segment_counts(graph, route, start).items():
+        calls_at[node] += -(-count // batch_size)
+    total = 0.0
     for (a, b), moved in edge_counts(graph, route).items():
-        moves = min(calls_at[a], moved)  # at most one move per call, of one example at least
+        moves = min(calls_at[a], moved)
         total += moves * costs.call_ms(graph.move_component(a, b), moved / moves)
     return total
+
+
+def _predicted_moves(
+    study: Study, policy: TradeoffPolicy | None, route: Route, mode: str, settings: RuntimeSettings
+) -> float:
+    """Per example, the moves among a point's predicted time (none at batch 1)."""
+    if mode == "batch1":
+        return 0.0
+    graph, costs = study.graphs[MODES[mode]], study.costs[MODES[mode]]
+    start = graph.reference if policy is None else policy.start_
+    moves = predicted_moves_ms(graph, route, start, costs, settings.batch_size)
+    return moves / len(route.stop)
 
 
 def predicted_ms(
@@ -481,6 +503,7 @@ def measure_scheme(
                     "measured_speedup_min": float(min(per_pass)),
                     "measured_speedup_max": float(max(per_pass)),
                     "predicted_decision_ms": float((route.decided @ priced.decision_ms).mean()),
+                    "predicted_move_ms": _predicted_moves(study, policy, route, mode, settings),
                     **_breakdown(total_ns, calls, timed),
                     **_agreement(graph, policy, route, answers),
                 }
