@@ -331,6 +331,17 @@ def record_decisions(monkeypatch, ran: list[str]) -> None:
     monkeypatch.setattr(NodeDecision, "many", recorded_many)
 
 
+def context_and_call(component, ran: list, index: int = 0) -> tuple[list, list]:
+    """What ``ran`` recorded while the component's context of round ``index`` ran, then while
+    its timed call ran (the caller holds inference mode)."""
+    ran.clear()
+    call = component.prepare(index)
+    context = list(ran)
+    ran.clear()
+    call()
+    return context, list(ran)
+
+
 def test_each_component_is_timed_after_what_precedes_it_in_the_runtime(monkeypatch):
     """The context (``prepare``, untimed) runs what the runtime runs before the component: a
     route's first segment after the same segment and a decision (the previous example of a
@@ -356,15 +367,8 @@ def test_each_component_is_timed_after_what_precedes_it_in_the_runtime(monkeypat
         segment_key("exit_resnet", None, 2),
     ]
     components = components_in_context(keys, networks, inputs, reference, topk=5, device=CPU)
-    contexts = {}
     with torch.inference_mode():
-        for component in components:
-            ran.clear()
-            call = component.prepare()
-            context = set(ran)
-            ran.clear()
-            call()
-            contexts[component.key] = (context, set(ran))
+        contexts = {c.key: tuple(map(set, context_and_call(c, ran))) for c in components}
     assert contexts[keys[0]] == ({"small_cnn", "decision"}, {"small_cnn"})
     assert contexts[keys[1]] == ({"small_cnn", "decision"}, {"exit_resnet"})
     assert contexts[keys[2]] == ({"exit_resnet", "decision"}, {"exit_resnet"})
@@ -404,14 +408,7 @@ def test_a_move_times_the_runtimes_gather_and_regroup_of_a_whole_batch(monkeypat
         h, _ = build_segment(
             networks["exit_resnet"], segment_key("exit_resnet", None, 0), name="h"
         )(inputs["exit_resnet"])
-        contexts = {}
-        for component in components[:2]:
-            ran.clear()
-            call = component.prepare()
-            context = list(ran)
-            ran.clear()
-            call()
-            contexts[component.key] = (context, list(ran))
+        contexts = {c.key: context_and_call(c, ran) for c in components[:2]}
     assert contexts[keys[0]] == ([("producer",)], [("gather", tuple(h.shape)), ("regroup", 3, 3)])
     assert contexts[keys[1]] == ([], [("gather", (6, 1, 28, 28)), ("regroup", 3, 3)])
 
@@ -442,14 +439,9 @@ def test_a_decision_at_batch_1_is_timed_in_turn_warm_and_after_its_producer_alon
         )
         if c.key == key
     ]
-    contexts = []
     with torch.inference_mode():
-        for index in range(4):
-            ran.clear()
-            call = component.prepare(index)
-            contexts.append(list(ran))
-            ran.clear()
-            call()
-            assert ran == ["decision"]
+        timed = [context_and_call(component, ran, index) for index in range(4)]
+    assert all(call == ["decision"] for _, call in timed)
+    contexts = [context for context, _ in timed]
     warm, cold = ["producer", "decision", "producer"], ["producer"]
     assert contexts == ([warm, cold, warm, cold] if batch == 1 else [cold] * 4)
