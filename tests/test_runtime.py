@@ -727,6 +727,11 @@ def test_predicted_batched_time_by_hand():
     at_one = 10 * (1.0 + 0.1 + 0.03) + 6 * (0.5 + 0.2 + 0.03) + 3 * (0.8 + 0.03)
     at_one += 6 * 0.02 + 3 * 0.04
     assert predicted_batched_ms(structure, route, 0, hand_costs(), 1) == pytest.approx(at_one)
+    # costs timed before moves were priced name what is missing and how to time it
+    old = hand_costs()
+    del old.calls[move_key("n", 0)]
+    with pytest.raises(KeyError, match=r"no cost for move:n:exit0.*--forcerun time_costs"):
+        predicted_batched_ms(structure, route, 0, old, 4)
 
 
 def test_predicted_batched_time_counts_the_calls_the_runtime_makes(studies, networks, test_set):

@@ -131,15 +131,20 @@ class Costs:
                     f"{component_name(key)} was not timed at batch size {self.batch_size}"
                 )
 
-    def per_example(self, key: Key) -> float:
-        """The component's cost per example at :attr:`batch_size`."""
+    def timed(self, key: Key) -> dict[int, float]:
+        """The component's time per call at each timed batch size."""
         try:
-            return self.calls[key][self.batch_size] / self.batch_size
+            return self.calls[key]
         except KeyError:
             raise KeyError(
                 f"no cost for {component_name(key)}: the joint timing job did not time it "
-                "(re-run rule time_costs after changing the networks or schemes)"
+                "(re-run rule time_costs after changing the networks or schemes, or after "
+                "updating this package: snakemake --forcerun time_costs)"
             ) from None
+
+    def per_example(self, key: Key) -> float:
+        """The component's cost per example at :attr:`batch_size`."""
+        return self.timed(key)[self.batch_size] / self.batch_size
 
     def segment_ms(self, network: str, source: int | None, exit: int) -> float:
         return self.per_example(segment_key(network, source, exit))
@@ -154,7 +159,7 @@ class Costs:
     def call_ms(self, key: Key, size: int) -> float:
         """The time of one call on ``size`` examples: linear between the timed batch sizes
         (a timed size exactly; beyond the largest, its per-example cost times ``size``)."""
-        timed = self.calls[key]
+        timed = self.timed(key)
         sizes = np.array(sorted(timed), dtype=float)
         values = np.array([timed[int(s)] for s in sizes])
         if size > sizes[-1]:
