@@ -233,10 +233,19 @@ class Costs:
         return Costs(batch_size=self.batch_size, calls=calls, spread=dict(self.spread))
 
 
+def _source_of(column: Any) -> int | None:
+    """A ``source`` column's value as a key holds it (-1: the input, None)."""
+    return None if int(column) < 0 else int(column)
+
+
+def _source_column(source: int | None) -> int:
+    """A key's source as the ``source`` column holds it (the input, None: -1)."""
+    return -1 if source is None else source
+
+
 def _row_key(row: Any) -> Key:
     if row.kind == "segment":
-        source = None if int(row.source) < 0 else int(row.source)
-        return segment_key(str(row.network), source, int(row.exit))
+        return segment_key(str(row.network), _source_of(row.source), int(row.exit))
     if row.kind == "alone":
         return alone_key(str(row.network), int(row.exit))
     if row.kind == "jump":
@@ -246,7 +255,7 @@ def _row_key(row: Any) -> Key:
     if row.kind == "decision":
         return decision_key(int(row.steps), int(row.reads), str(row.network), int(row.exit))
     if row.kind == "move":
-        return move_key(str(row.network), None if int(row.source) < 0 else int(row.source))
+        return move_key(str(row.network), _source_of(row.source))
     return ANSWER
 
 
@@ -265,7 +274,7 @@ def key_columns(key: Key) -> dict[str, Any]:
     }
     if key[0] == "segment":
         _, network, source, exit = key
-        columns.update(network=network, source=-1 if source is None else source, exit=exit)
+        columns.update(network=network, source=_source_column(source), exit=exit)
     elif key[0] == "alone":
         columns.update(network=key[1], exit=key[2])
     elif key[0] == "jump":
@@ -276,5 +285,5 @@ def key_columns(key: Key) -> dict[str, Any]:
     elif key[0] == "decision":
         columns.update(steps=key[1], reads=key[2], network=key[3], exit=key[4])
     elif key[0] == "move":
-        columns.update(network=key[1], source=-1 if key[2] is None else key[2])
+        columns.update(network=key[1], source=_source_column(key[2]))
     return columns

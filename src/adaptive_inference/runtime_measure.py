@@ -174,8 +174,9 @@ def predicted_batched_ms(
     Costs.call_ms`); and the examples that go on are moved (:func:`predicted_moves_ms`)."""
     deciding = route.decided.any(axis=0)
     stopping = np.bincount(route.stop, minlength=graph.num_nodes) > 0
+    counts = segment_counts(graph, route, start)
     total = 0.0
-    for (key, node), count in segment_counts(graph, route, start).items():
+    for (key, node), count in counts.items():
         full, rest = divmod(count, batch_size)
         keys = [key]
         if deciding[node]:
@@ -186,7 +187,7 @@ def predicted_batched_ms(
             total += full * costs.call_ms(part, batch_size)
             if rest:
                 total += costs.call_ms(part, rest)
-    return total + predicted_moves_ms(graph, route, start, costs, batch_size)
+    return total + _moves_ms(graph, route, counts, costs, batch_size)
 
 
 def predicted_moves_ms(
@@ -195,8 +196,19 @@ def predicted_moves_ms(
     """The time (ms) a route's examples run rebatched at ``batch_size`` spend being moved on: the
     examples that go on from a node are gathered and regrouped in the next queue after its
     calls, an equal share after each (one example at least)."""
+    return _moves_ms(graph, route, segment_counts(graph, route, start), costs, batch_size)
+
+
+def _moves_ms(
+    graph: StageGraph,
+    route: Route,
+    counts: dict[tuple[Key, int], int],
+    costs: Costs,
+    batch_size: int,
+) -> float:
+    """:func:`predicted_moves_ms` from the route's :func:`segment_counts`."""
     calls_at = np.zeros(graph.num_nodes, dtype=np.int64)
-    for (_, node), count in segment_counts(graph, route, start).items():
+    for (_, node), count in counts.items():
         calls_at[node] += -(-count // batch_size)
     total = 0.0
     for (a, b), moved in edge_counts(graph, route).items():
