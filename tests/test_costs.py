@@ -200,7 +200,7 @@ def test_random_decision_evaluates_every_step(steps, reads):
     assert positions.tolist() == [steps] * 6  # the last action, after every step
     one = PathMemo()
     for d in range(reads):
-        one.put(d, tuple(t[:1] for t in memo.values[d]), None)
+        one.put(d, tuple(t[0].tolist() for t in memo.values[d]), None)
     assert decision.one(logits[:1], one) == decision.actions[-1]
 
 

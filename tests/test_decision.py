@@ -1,5 +1,7 @@
 """The one decision rule: features and linear steps, as NumPy and as tensors, and its cost."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,7 @@ from adaptive_inference.decision import (
     PathMemo,
     confidence_features,
     decision_features,
+    one_example_features,
     path_columns,
 )
 from adaptive_inference.graph import scheme_structure
@@ -45,6 +48,66 @@ def test_decision_features_match_the_extracted_ones():
     assert torch.equal(top_i, extracted["top_i"]) and torch.equal(top_p, extracted["top_p"])
 
 
+@pytest.mark.parametrize(
+    "classes, topk, scale, dtype",
+    [
+        (10, 5, 1.0, torch.float32),
+        (10, 5, 40.0, torch.float32),  # saturated: most probabilities underflow
+        (3, 5, 1.0, torch.float32),  # fewer classes than top-k
+        (1000, 5, 3.0, torch.float32),
+        (10, 1, 1.0, torch.float32),  # the margin of one probability is that probability
+        (10, 5, 2.0, torch.bfloat16),
+    ],
+)
+def test_one_example_s_host_features_are_the_tensor_features(classes, topk, scale, dtype):
+    """The batch-1 decision's features (host, float64) are the tables' and the batches'
+    (tensors, float32) up to float32 rounding, and name the same top-k classes."""
+    logits = (
+        torch.randn(20, classes, generator=torch.Generator().manual_seed(classes)) * scale
+    ).to(dtype)
+    own, top_i, top_p = decision_features(logits, topk)
+    for row in range(len(logits)):
+        one_own, one_top_i, one_top_p = one_example_features(logits[row : row + 1], topk)
+        np.testing.assert_allclose(one_own, own[row].double().numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(one_top_p, top_p[row].double().numpy(), rtol=1e-5, atol=1e-7)
+        assert len(one_own) == min(topk, classes) + 2
+        if dtype == torch.float32 and scale < 10:  # no ties among the top-k (bfloat16 has)
+            assert one_top_i == top_i[row].tolist()
+
+
+def test_a_batch_1_decision_with_path_features_takes_the_batch_s_actions():
+    """The host path (one example, :meth:`PathMemo.columns_one`) and the tensor path (rows,
+    :meth:`PathMemo.columns`) read the same path features and take the same actions."""
+    gen = torch.Generator().manual_seed(5)
+    earlier, here = torch.randn(200, 10, generator=gen), torch.randn(200, 10, generator=gen)
+    earlier[:80] = here[:80] * 2  # many agreements
+    keeper = NodeDecision(0, [STOP], rule=None, constant=STOP, topk=5, keep=True)
+    rows = torch.arange(200)
+    memo = PathMemo(200)
+    keeper.many(earlier, memo, rows)
+    own, top_i, _ = decision_features(here, 5)
+    x = torch.cat([own, memo.columns(0, top_i[:, 0], rows)], dim=1).double().numpy()
+    rule = dataclasses.replace(random_rule(2, 7 + 9, seed=4), mean=x.mean(0), scale=x.std(0) + 1e-3)
+    decision = NodeDecision(
+        1, rule.actions.tolist(), rule=DecisionRule(rule), constant=None, topk=5, reads=(0,)
+    )
+    batch = np.asarray(decision.actions)[decision.many(here, memo, rows).numpy()]
+    one = []
+    for i in range(200):
+        memo_one = PathMemo()
+        assert keeper.one(earlier[i : i + 1], memo_one) == STOP
+        top1 = int(here[i].argmax())
+        np.testing.assert_allclose(
+            memo_one.columns_one(0, top1),
+            memo.columns(0, torch.tensor([top1]), rows[i : i + 1])[0].double().numpy(),
+            rtol=1e-5,
+            atol=1e-6,
+        )
+        one.append(decision.one(here[i : i + 1], memo_one))
+    assert one == batch.tolist()
+    assert len(set(one)) > 1  # the rule really decides
+
+
 @pytest.mark.parametrize("steps", [1, 2, 4])
 def test_the_tensor_rule_takes_the_numpy_rule_s_actions(steps):
     rule = random_rule(steps, 7, seed=steps)
@@ -53,7 +116,7 @@ def test_the_tensor_rule_takes_the_numpy_rule_s_actions(steps):
     tensor = DecisionRule(rule)
     positions = tensor.decide(torch.as_tensor(x))
     assert np.array_equal(np.asarray(tensor.actions)[positions.numpy()], expected)
-    one = [tensor.decide_one(torch.as_tensor(row[None])) for row in x[:100]]
+    one = [tensor.decide_one(row.tolist()) for row in x[:100]]
     assert one == expected[:100].tolist()
     assert len(set(expected.tolist())) > 1  # the rule really decides
 

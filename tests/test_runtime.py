@@ -344,7 +344,7 @@ def test_decision_as_tensor_operations_equals_the_rule(studies, test_set):
                 positions = torch_rule.decide(x).numpy()
                 expected = rule.decide(x.double().numpy())
                 np.testing.assert_array_equal(rule.actions[positions], expected)
-                one = [torch_rule.decide_one(x[i : i + 1]) for i in range(len(x))]
+                one = [torch_rule.decide_one(x[i].tolist()) for i in range(len(x))]
                 np.testing.assert_array_equal(one, expected)
     assert seen_multi_step, "no fitted rule chooses among more than two actions"
 

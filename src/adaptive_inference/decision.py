@@ -20,10 +20,17 @@ which times :class:`NodeDecision` itself, per node shape
 (:mod:`adaptive_inference.costs`). The path features exist twice, as NumPy over the tables
 (:func:`path_columns`) and as tensors in the runtime (:meth:`PathMemo.columns`), side by side
 here and tested against each other.
+
+For one example (the runtime at batch 1) the decision reads the node's logits back to the host
+once, which reading its action needs anyway, and computes the features there in float64
+(:func:`one_example_features`, :meth:`PathMemo.columns_one`): a dozen NumPy calls on one row
+instead of a dozen tensor operations, each of which pays PyTorch's dispatch (measured by
+``benchmarks/bench_decision.py``). They equal the tensor features up to float32 rounding.
 """
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -67,6 +74,30 @@ def decision_features(
     f = confidence_features(logits.float().softmax(1), topk)
     own = torch.cat([f["top_p"], f["margin"][:, None], f["entropy"][:, None]], dim=1)
     return own, f["top_i"], f["top_p"]
+
+
+def one_example_features(
+    logits: torch.Tensor, topk: int
+) -> tuple[list[float], list[int], list[float]]:
+    """:func:`decision_features` of one example (logits ``(1, classes)``) on the host, in
+    float64: its own features, and its top-k classes and probabilities.
+
+    The entropy ``-sum p log p`` is ``log s - (e . z) / s`` with ``z`` the logits less their
+    maximum, ``e = exp(z)`` and ``s = sum(e)`` (``log p = z - log s``).
+    """
+    z = logits.float().numpy(force=True).reshape(-1).astype(np.float64)
+    z -= z.max()
+    e = np.exp(z)
+    s = float(e.sum())
+    if len(e) > 4 * topk:  # many classes (ImageNet): sort only the top-k
+        top = np.argpartition(e, -topk)[-topk:]
+        order = top[np.argsort(-e[top], kind="stable")]
+    else:
+        order = np.argsort(-e, kind="stable")[:topk]
+    top_p = (e[order] / s).tolist()
+    margin = top_p[0] - top_p[1] if len(top_p) > 1 else top_p[0]
+    entropy = math.log(s) - float(e @ z) / s
+    return [*top_p, margin, entropy], order.tolist(), top_p
 
 
 def path_columns(
@@ -198,9 +229,9 @@ class DecisionRule:
     float64 like the rule itself) on raw features; an example takes the action of the first
     step whose score is positive, else the last action.
 
-    For one example (:meth:`decide_one`) the features are read back to the host, which reading
-    the action needs anyway, and the few multiply-adds of each step run there in Python floats
-    (float64): cheaper than the tensor operations they replace.
+    For one example (:meth:`decide_one`) the features are on the host already
+    (:func:`one_example_features`) and the few multiply-adds of each step run there in Python
+    floats (float64): cheaper than the tensor operations they replace.
     """
 
     def __init__(self, rule: NodeRule, device: torch.device | str = "cpu") -> None:
@@ -215,11 +246,10 @@ class DecisionRule:
         """``(examples, steps)`` float64 scores of raw features (rows)."""
         return torch.addmm(self.bias, features.double(), self.weight)
 
-    def decide_one(self, features: torch.Tensor) -> int:
-        """The action for one example's features ``(1, F)`` (one host synchronisation)."""
-        x = features[0].tolist()
+    def decide_one(self, features: Sequence[float]) -> int:
+        """The action for one example's ``F`` features (host floats)."""
         for action, weights, bias in self._steps:
-            if sum(map(operator.mul, weights, x), bias) > 0:
+            if sum(map(operator.mul, weights, features), bias) > 0:
                 return action
         return self.actions[-1]
 
@@ -237,14 +267,15 @@ class DecisionRule:
 
 class PathMemo:
     """The features, top-k classes and probabilities that nodes kept for later nodes' path
-    features, for the examples of a run: at batch 1 (``size`` None) one row per node; for a
-    stream of ``size`` examples, full-size buffers indexed by the examples' rows."""
+    features, for the examples of a run: at batch 1 (``size`` None) one example's host lists
+    per node (:func:`one_example_features`); for a stream of ``size`` examples, full-size
+    buffers indexed by the examples' rows."""
 
     def __init__(self, size: int | None = None) -> None:
         self.size = size
         self.values: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
-    def put(self, node: int, kept: tuple[torch.Tensor, ...], rows: torch.Tensor | None) -> None:
+    def put(self, node: int, kept: tuple, rows: torch.Tensor | None) -> None:
         if rows is None:
             self.values[node] = kept
             return
@@ -261,6 +292,12 @@ class PathMemo:
         agrees = same[:, :1].to(own.dtype)
         p_top1 = (top_p * same).sum(dim=1, keepdim=True)
         return torch.cat([own, agrees, p_top1], dim=1)
+
+    def columns_one(self, node: int, top1: int) -> list[float]:
+        """:meth:`columns` of the one example of a batch-1 run (host lists)."""
+        own, top_i, top_p = self.values[node]
+        p_top1 = top_p[top_i.index(top1)] if top1 in top_i else 0.0
+        return [*own, float(top_i[0] == top1), p_top1]
 
 
 class NodeDecision:
@@ -336,11 +373,17 @@ class NodeDecision:
         return torch.cat([own, *(memo.columns(d, top1, rows) for d in self.reads)], dim=1)
 
     def one(self, logits: torch.Tensor, memo: PathMemo | None) -> int:
-        """The action for one example (logits ``(1, classes)``)."""
+        """The action for one example (logits ``(1, classes)``), its features on the host."""
         if not self.computes:
             return self.constant
-        features = self._features(logits, memo, None)
-        return self.constant if self.rule is None else self.rule.decide_one(features)
+        own, top_i, top_p = one_example_features(logits, self.topk)
+        if self.keep:
+            memo.put(self.node, (own, top_i, top_p), None)
+        if self.rule is None:
+            return self.constant
+        for d in self.reads:
+            own = own + memo.columns_one(d, top_i[0])
+        return self.rule.decide_one(own)
 
     def many(
         self, logits: torch.Tensor, memo: PathMemo | None, rows: torch.Tensor
