@@ -121,7 +121,7 @@ def test_outputs_of_the_study(study):
         timed_exits = pd.read_parquet(results / "timing" / network / "exits.parquet")
         assert len(timed_exits) == 2 * len(exits)
         curve = pd.read_csv(results / "networks" / network / "training_curve.csv")
-        steps = 200 if network == "exit_resnet" else 60  # the network's own, or the study's
+        steps = 300 if network == "exit_resnet" else 60  # the network's own, or the study's
         assert curve["step"].iloc[-1] == steps and len(curve) == 10
         assert curve["epoch"].iloc[-1] == pytest.approx(steps / 8)  # 500 images, batches of 64
         assert (results / "networks" / network / "training_curve.png").stat().st_size > 0
