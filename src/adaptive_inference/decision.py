@@ -273,7 +273,7 @@ class PathMemo:
 
     def __init__(self, size: int | None = None) -> None:
         self.size = size
-        self.values: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self.values: dict[int, tuple] = {}  # tensors, or one example's host lists
 
     def put(self, node: int, kept: tuple, rows: torch.Tensor | None) -> None:
         if rows is None:
