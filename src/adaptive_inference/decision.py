@@ -284,10 +284,10 @@ class PathMemo:
         for buffer, value in zip(self.values[node], kept):
             buffer[rows] = value
 
-    def columns(self, node: int, top1: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    def columns(self, node: int, top1: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """``node``'s kept features, whether its top-1 agrees with ``top1`` and its probability
         of ``top1`` (:func:`path_columns` as tensors), for ``rows``."""
-        own, top_i, top_p = (t if rows is None else t[rows] for t in self.values[node])
+        own, top_i, top_p = (t[rows] for t in self.values[node])
         same = top_i == top1[:, None]
         agrees = same[:, :1].to(own.dtype)
         p_top1 = (top_p * same).sum(dim=1, keepdim=True)
@@ -362,7 +362,7 @@ class NodeDecision:
         )
 
     def _features(
-        self, logits: torch.Tensor, memo: PathMemo | None, rows: torch.Tensor | None
+        self, logits: torch.Tensor, memo: PathMemo | None, rows: torch.Tensor
     ) -> torch.Tensor:
         own, top_i, top_p = decision_features(logits, self.topk)
         if self.keep:
