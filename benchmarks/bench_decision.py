@@ -1,15 +1,19 @@
 """What a batch-1 decision costs with its features on the host against the same decision with
-its features as tensor operations, side by side.
+its features as tensor operations, side by side; and, with few classes, the host features as
+Python floats against NumPy.
 
     .venv/bin/python benchmarks/bench_decision.py [--rounds 4000] [--threads 1]
 
 For each node shape (steps, dominators read) and class count (10: the default study; 1000:
-ImageNet), times one example's decision two ways, in rounds whose order alternates: the
+ImageNet), times one example's decision three ways, in rounds whose order rotates: the
 runtime's own :meth:`~adaptive_inference.decision.NodeDecision.one` (logits read back once,
-features in float64 NumPy, :func:`~adaptive_inference.decision.one_example_features`), and the
-tensor features of :func:`~adaptive_inference.decision.decision_features` read back for the
-same rule (how the runtime decided before). Prints each median in microseconds and their ratio
-(tensor / host), and checks that both take the same action. Run it on a quiet machine.
+features in float64 on the host, :func:`~adaptive_inference.decision.one_example_features`:
+Python floats up to :data:`~adaptive_inference.decision.FEW_CLASSES` classes, NumPy above), the
+host features in NumPy at every class count (:func:`~adaptive_inference.decision.
+many_class_features`), and the tensor features of :func:`~adaptive_inference.decision.
+decision_features` read back for the same rule (how the runtime decided before). Prints each
+median in microseconds and the ratios to the runtime's, and checks that all three take the same
+action. Run it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -21,7 +25,12 @@ import numpy as np
 import torch
 
 from adaptive_inference.cost_timing import random_decision
-from adaptive_inference.decision import NodeDecision, PathMemo, decision_features
+from adaptive_inference.decision import (
+    NodeDecision,
+    PathMemo,
+    decision_features,
+    many_class_features,
+)
 
 SHAPES = [(1, 0), (2, 0), (1, 1)]  # (steps, dominators read)
 
@@ -34,6 +43,18 @@ def tensor_path(decision: NodeDecision, memo: PathMemo, rows: torch.Tensor):
         columns = [memo.columns(d, top_i[:, 0], rows) for d in decision.reads]
         features = torch.cat([own, *columns], dim=1) if columns else own
         return decision.rule.decide_one(features[0].tolist())
+
+    return call
+
+
+def numpy_path(decision: NodeDecision, memo: PathMemo):
+    """The decision with its host features in NumPy (the runtime's path above FEW_CLASSES)."""
+
+    def call(logits: torch.Tensor) -> int:
+        own, top_i, _ = many_class_features(logits, decision.topk)
+        for d in decision.reads:
+            own = own + memo.columns_one(d, top_i[0])
+        return decision.rule.decide_one(own)
 
     return call
 
@@ -52,7 +73,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     generator = torch.Generator().manual_seed(0)
     print(f"batch-1 decision, {args.rounds} rounds, {args.threads} thread(s), top-{args.topk}")
-    print(f"{'classes':>7} {'steps':>5} {'reads':>5} {'host us':>8} {'tensor us':>9} {'ratio':>6}")
+    print(
+        f"{'classes':>7} {'steps':>5} {'reads':>5} {'runtime us':>10} {'numpy us':>8} "
+        f"{'tensor us':>9} {'numpy/rt':>8} {'tensor/rt':>9}"
+    )
     with torch.inference_mode():
         for classes in (10, 1000):
             logits = torch.randn(1, classes, generator=generator)
@@ -66,23 +90,28 @@ def main() -> None:
                     keeper.one(logits, host_memo)
                     keeper.many(logits, tensor_memo, rows)
                 paths = {
-                    "host": lambda x, decision=decision, memo=host_memo: decision.one(x, memo),
+                    "runtime": lambda x, decision=decision, memo=host_memo: decision.one(x, memo),
+                    "numpy": numpy_path(decision, host_memo),
                     "tensor": tensor_path(decision, tensor_memo, rows),
                 }
                 actions = {name: call(logits) for name, call in paths.items()}
+                actions["runtime"] = actions["runtime"][0]  # (action, class)
                 if len(set(actions.values())) != 1:
-                    raise SystemExit(f"the two paths disagree: {actions}")
+                    raise SystemExit(f"the paths disagree: {actions}")
                 samples = {name: [] for name in paths}
+                names = list(paths)
                 for r in range(args.warmup + args.rounds):
-                    for name in paths if r % 2 else reversed(paths):
+                    shift = r % len(names)  # the order rotates from round to round
+                    for name in names[shift:] + names[:shift]:
                         start = time.perf_counter_ns()
                         paths[name](logits)
                         if r >= args.warmup:
                             samples[name].append(time.perf_counter_ns() - start)
-                host, tensor = median_us(samples["host"]), median_us(samples["tensor"])
+                us = {name: median_us(samples[name]) for name in paths}
                 print(
-                    f"{classes:>7} {steps:>5} {reads:>5} {host:>8.1f} {tensor:>9.1f} "
-                    f"{tensor / host:>6.2f}"
+                    f"{classes:>7} {steps:>5} {reads:>5} {us['runtime']:>10.1f} "
+                    f"{us['numpy']:>8.1f} {us['tensor']:>9.1f} "
+                    f"{us['numpy'] / us['runtime']:>8.2f} {us['tensor'] / us['runtime']:>9.2f}"
                 )
 
 

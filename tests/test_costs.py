@@ -196,12 +196,13 @@ def test_random_decision_evaluates_every_step(steps, reads):
     rows = torch.arange(6)
     for d in range(reads):  # what the dominators keep for path features
         memo.put(d, (torch.rand(6, topk + 2), logits.topk(topk).indices, torch.rand(6, topk)), rows)
-    positions = decision.many(logits, memo, rows)
+    positions, top1 = decision.many(logits, memo, rows)
     assert positions.tolist() == [steps] * 6  # the last action, after every step
+    assert torch.equal(top1, logits.argmax(1))
     one = PathMemo()
     for d in range(reads):
         one.put(d, tuple(t[0].tolist() for t in memo.values[d]), None)
-    assert decision.one(logits[:1], one) == decision.actions[-1]
+    assert decision.one(logits[:1], one) == (decision.actions[-1], int(logits[0].argmax()))
 
 
 class FakeComponent:

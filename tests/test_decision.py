@@ -57,6 +57,9 @@ def test_decision_features_match_the_extracted_ones():
         (1000, 5, 3.0, torch.float32),
         (10, 1, 1.0, torch.float32),  # the margin of one probability is that probability
         (10, 5, 2.0, torch.bfloat16),
+        (64, 5, 3.0, torch.float32),  # the most classes read as a Python list
+        (65, 5, 3.0, torch.float32),  # the fewest read as NumPy
+        (1000, 1, 3.0, torch.float32),
     ],
 )
 def test_one_example_s_host_features_are_the_tensor_features(classes, topk, scale, dtype):
@@ -75,6 +78,19 @@ def test_one_example_s_host_features_are_the_tensor_features(classes, topk, scal
             assert one_top_i == top_i[row].tolist()
 
 
+@pytest.mark.parametrize("classes", [10, 1000])
+def test_one_example_s_first_class_is_its_argmax_and_ties_go_to_the_lower_index(classes):
+    """The top-1 a batch-1 decision answers with is the class the logits' argmax reads, which
+    the reference and the extracted tables answer with; exact ties go to the lower index."""
+    logits = torch.randn(30, classes, generator=torch.Generator().manual_seed(classes))
+    logits[20:, 7] = logits[20:, 3] = logits[20:].max(1).values + 0.5  # a tie at the top
+    for row in range(len(logits)):
+        _, top_i, _ = one_example_features(logits[row : row + 1], 5)
+        assert top_i[0] == int(logits[row].argmax())
+        if row >= 20:
+            assert top_i[:2] == [3, 7]
+
+
 def test_a_batch_1_decision_with_path_features_takes_the_batch_s_actions():
     """The host path (one example, :meth:`PathMemo.columns_one`) and the tensor path (rows,
     :meth:`PathMemo.columns`) read the same path features and take the same actions."""
@@ -91,11 +107,13 @@ def test_a_batch_1_decision_with_path_features_takes_the_batch_s_actions():
     decision = NodeDecision(
         1, rule.actions.tolist(), rule=DecisionRule(rule), constant=None, topk=5, reads=(0,)
     )
-    batch = np.asarray(decision.actions)[decision.many(here, memo, rows).numpy()]
+    positions, batch_top1 = decision.many(here, memo, rows)
+    batch = np.asarray(decision.actions)[positions.numpy()]
+    assert torch.equal(batch_top1, here.argmax(1))  # the class a stop answers with
     one = []
     for i in range(200):
         memo_one = PathMemo()
-        assert keeper.one(earlier[i : i + 1], memo_one) == STOP
+        assert keeper.one(earlier[i : i + 1], memo_one) == (STOP, None)  # no rule: no class
         top1 = int(here[i].argmax())
         np.testing.assert_allclose(
             memo_one.columns_one(0, top1),
@@ -103,7 +121,9 @@ def test_a_batch_1_decision_with_path_features_takes_the_batch_s_actions():
             rtol=1e-5,
             atol=1e-6,
         )
-        one.append(decision.one(here[i : i + 1], memo_one))
+        action, one_top1 = decision.one(here[i : i + 1], memo_one)
+        assert one_top1 == top1
+        one.append(action)
     assert one == batch.tolist()
     assert len(set(one)) > 1  # the rule really decides
 
@@ -134,7 +154,8 @@ def test_a_constant_rule_computes_nothing():
     assert rule.constant_action == 3
     assert (rule.decide(np.random.default_rng(0).random((10, 2))) == 3).all()
     decision = NodeDecision.of_rule(rule, 2, topk=5, keep=False, reads=(), device="cpu")
-    assert decision.computes is False and decision.one(torch.randn(1, 10), None) == 3
+    assert decision.computes is False and decision.one(torch.randn(1, 10), None) == (3, None)
+    assert decision.many(torch.randn(4, 10), None, torch.arange(4)) == (None, None)
 
 
 def test_path_features_are_the_same_as_numpy_and_as_tensors():

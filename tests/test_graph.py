@@ -309,9 +309,10 @@ def test_walk_pays_every_stage_on_the_path_the_decisions_and_the_answer():
     assert route.visited[3].tolist() == [True, True, True]
     assert route.visited[2].tolist() == [True, False, True]
     assert route.decided[3].tolist() == [True, False, False]
-    # start 1 + decision 0.5; 0->1 costs 2; jump 0->2 costs 4; 1->2 costs 4; answer 0.25
-    assert route.cost_ms.tolist() == pytest.approx([1.75, 3.75, 5.75, 7.75])
-    assert route.paid_ms[0].tolist() == pytest.approx([1.75, 0.0, 0.0])
+    # start 1 + decision 0.5; 0->1 costs 2; jump 0->2 costs 4; 1->2 costs 4; answer 0.25, but
+    # not where the stop node decided (example 0: its decision's features hold the class)
+    assert route.cost_ms.tolist() == pytest.approx([1.5, 3.75, 5.75, 7.75])
+    assert route.paid_ms[0].tolist() == pytest.approx([1.5, 0.0, 0.0])
     assert route.paid_ms[3].tolist() == pytest.approx([1.5, 2.0, 4.25])
     assert route.stop_fraction().tolist() == pytest.approx([0.25, 0.25, 0.5])
     assert route.time_fraction().sum() == pytest.approx(1.0)
@@ -336,7 +337,7 @@ def test_walk_from_another_start():
     assert seen == [1]  # node 0 is never reached
     assert route.stop.tolist() == [1, 2, 2]
     assert not route.visited[:, 0].any()
-    assert route.cost_ms.tolist() == pytest.approx([2.75, 6.75, 6.75])
+    assert route.cost_ms.tolist() == pytest.approx([2.5, 6.75, 6.75])  # 1 decided: no answer
     # the reference alone is a route that starts at it
     alone = walk(g, np.arange(3), decide, start=2)
     assert alone.cost_ms.tolist() == pytest.approx([g.reference_ms] * 3)
@@ -364,7 +365,7 @@ def test_a_node_alone_is_priced_as_it_runs_alone():
     cases = {  # (start, decide): cost of every example, alone
         (2, constant(STOP)): (3.25, True),  # the reference: terminal
         (0, constant(STOP)): (0.85, True),  # a constant "stop": a single network
-        (0, constant(STOP, made=True)): (1.75, False),  # it decided: a route's start
+        (0, constant(STOP, made=True)): (1.5, False),  # it decided (no answer): a route's start
         (1, constant(2)): (6.25, False),  # it goes on: a route's start
     }
     for (start, decide), (cost, alone) in cases.items():

@@ -337,6 +337,26 @@ def test_a_node_keeps_its_rule_exactly_while_it_pays_for_its_decision():
     assert (chosen == 1).all() and not dropped.coef.any()
 
 
+def test_a_constant_stop_pays_the_answer_a_fitted_rule_s_features_give():
+    """A constant stop reads the class from the logits (``answer_cost``); a fitted rule's
+    features hold it. Stopping is the cheaper constant here by 0.03 per example over the rule
+    (0.30 against 0.27): a decision dearer than that loses to it, unless the answer makes the
+    constant stop dearer still."""
+    costs, feats = separable_costs()
+    costs[1] = 0.9  # going on: dearer than stopping for every example
+    n = costs.shape[1]
+    make = lambda step: TradeoffPolicy(C=100.0)._estimator(0, step, None)  # noqa: E731
+    gap = (costs.sum(axis=1).min() - costs.min(axis=0).sum()) / n
+    assert gap == pytest.approx(0.3 * (1.0 - 0.9), abs=0.02)
+    dropped, chosen, _ = fit_node_rule(0, [STOP, 1], costs, feats, make, decision_cost=gap + 0.01)
+    assert dropped.constant_action == STOP and (chosen == 0).all()
+    kept, chosen, estimators = fit_node_rule(
+        0, [STOP, 1], costs, feats, make, decision_cost=gap + 0.01, answer_cost=0.02
+    )
+    assert kept.constant_action is None and estimators[0] is not None
+    assert np.array_equal(costs[chosen, np.arange(n)], costs.min(axis=0))
+
+
 def decision_graph(decision_ms: float) -> tuple[StageGraph, np.ndarray]:
     """Node 0 (1 ms) right for 90% of the examples, its confidence says which; node 1 (2 ms)
     always right."""
@@ -766,7 +786,7 @@ def test_single_and_cascade_costs():
     assert cascade_firsts(g) == [0, 1]
     route = cascade_route(g, 0, 0.5)
     assert route.stop.tolist() == [0, 2]
-    assert route.cost_ms.tolist() == [1.75, 5.75]
+    assert route.cost_ms.tolist() == [1.5, 5.75]  # the first decided: its decision answers
     assert route.decided[:, 0].all()
     assert FEATURES[0] == "top1_prob"
 

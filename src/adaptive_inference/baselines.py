@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from adaptive_inference.graph import LOSSES, STOP, Route, StageGraph, walk
+from adaptive_inference.graph import LOSSES, STOP, Route, StageGraph, pay_answers, walk
 
 
 def uniform_route(
@@ -139,5 +139,6 @@ def cascade_route(
     paid[:, first] = graph.start_ms[first] + graph.decision_ms[first]
     paid[:, last] = np.where(stop_first, 0.0, graph.edge_ms[(first, last)])
     stop = np.where(stop_first, first, last).astype(np.int64)
-    paid[np.arange(rows.size), stop] += graph.answer_ms
-    return Route(rows=rows, stop=stop, visited=visited, decided=decided, paid_ms=paid)
+    route = Route(rows=rows, stop=stop, visited=visited, decided=decided, paid_ms=paid)
+    pay_answers(graph, route)
+    return route

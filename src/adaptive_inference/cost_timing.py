@@ -191,7 +191,7 @@ def components_in_context(
     def decide(decision: NodeDecision, logits: torch.Tensor, memo: PathMemo | None):
         if batch == 1:
             return decision.one(logits, memo)
-        return split_by_action(decision, decision.many(logits, memo, rows), rows)
+        return split_by_action(decision, decision.many(logits, memo, rows)[0], rows)
 
     classes = torch.empty(batch, dtype=torch.int64, device=device)
 

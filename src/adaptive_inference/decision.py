@@ -23,9 +23,10 @@ here and tested against each other.
 
 For one example (the runtime at batch 1) the decision reads the node's logits back to the host
 once, which reading its action needs anyway, and computes the features there in float64
-(:func:`one_example_features`, :meth:`PathMemo.columns_one`): a dozen NumPy calls on one row
-instead of a dozen tensor operations, each of which pays PyTorch's dispatch (measured by
-``benchmarks/bench_decision.py``). They equal the tensor features up to float32 rounding.
+(:func:`one_example_features`, :meth:`PathMemo.columns_one`): Python float operations on one
+row (NumPy calls with many classes) instead of a dozen tensor operations, each of which pays
+PyTorch's dispatch (measured by ``benchmarks/bench_decision.py``). They equal the tensor
+features up to float32 rounding.
 """
 
 from __future__ import annotations
@@ -76,24 +77,47 @@ def decision_features(
     return own, f["top_i"], f["top_p"]
 
 
+FEW_CLASSES = 64
+"""Up to this many classes, one example's features are computed in plain Python floats; above
+it (ImageNet's 1000), in NumPy (``benchmarks/bench_decision.py`` times both)."""
+
+
 def one_example_features(
     logits: torch.Tensor, topk: int
 ) -> tuple[list[float], list[int], list[float]]:
     """:func:`decision_features` of one example (logits ``(1, classes)``) on the host, in
-    float64: its own features, and its top-k classes and probabilities.
+    float64: its own features, and its top-k classes and probabilities, the first of which is
+    the example's class (ties to the lowest index).
 
     The entropy ``-sum p log p`` is ``log s - (e . z) / s`` with ``z`` the logits less their
-    maximum, ``e = exp(z)`` and ``s = sum(e)`` (``log p = z - log s``).
+    maximum, ``e = exp(z)`` and ``s = sum(e)`` (``log p = z - log s``). With few classes
+    (:data:`FEW_CLASSES`) the logits are read as a Python list and every step is a Python
+    float operation: a few microseconds, where a dozen NumPy calls cost about twice that.
     """
+    if logits.shape[-1] > FEW_CLASSES:
+        return many_class_features(logits, topk)
+    row = logits.tolist()[0]
+    top = max(row)
+    z = [v - top for v in row]
+    e = [math.exp(v) for v in z]
+    s = sum(e)
+    order = sorted(range(len(e)), key=e.__getitem__, reverse=True)[:topk]  # stable
+    top_p = [e[i] / s for i in order]
+    margin = top_p[0] - top_p[1] if len(top_p) > 1 else top_p[0]
+    entropy = math.log(s) - sum(map(operator.mul, e, z)) / s
+    return [*top_p, margin, entropy], order, top_p
+
+
+def many_class_features(
+    logits: torch.Tensor, topk: int
+) -> tuple[list[float], list[int], list[float]]:
+    """:func:`one_example_features` in NumPy, sorting only the top-k (many classes)."""
     z = logits.float().numpy(force=True).reshape(-1).astype(np.float64)
     z -= z.max()
     e = np.exp(z)
     s = float(e.sum())
-    if len(e) > 4 * topk:  # many classes (ImageNet): sort only the top-k
-        top = np.argpartition(e, -topk)[-topk:]
-        order = top[np.argsort(-e[top], kind="stable")]
-    else:
-        order = np.argsort(-e, kind="stable")[:topk]
+    top = np.sort(np.argpartition(e, -topk)[-topk:]) if len(e) > topk else np.arange(len(e))
+    order = top[np.argsort(-e[top], kind="stable")]  # ties to the lower index
     top_p = (e[order] / s).tolist()
     margin = top_p[0] - top_p[1] if len(top_p) > 1 else top_p[0]
     entropy = math.log(s) - float(e @ z) / s
@@ -363,34 +387,39 @@ class NodeDecision:
 
     def _features(
         self, logits: torch.Tensor, memo: PathMemo | None, rows: torch.Tensor
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows' features and their top-1 classes."""
         own, top_i, top_p = decision_features(logits, self.topk)
         if self.keep:
             memo.put(self.node, (own, top_i, top_p), rows)
-        if not self.reads:
-            return own
         top1 = top_i[:, 0]
-        return torch.cat([own, *(memo.columns(d, top1, rows) for d in self.reads)], dim=1)
+        if not self.reads:
+            return own, top1
+        columns = [memo.columns(d, top1, rows) for d in self.reads]
+        return torch.cat([own, *columns], dim=1), top1
 
-    def one(self, logits: torch.Tensor, memo: PathMemo | None) -> int:
-        """The action for one example (logits ``(1, classes)``), its features on the host."""
+    def one(self, logits: torch.Tensor, memo: PathMemo | None) -> tuple[int, int | None]:
+        """The action for one example (logits ``(1, classes)``), its features on the host, and
+        where the rule computed them the example's class (its top-1), which the runtime answers
+        with when the action is to stop (None: it reads the class from the logits)."""
         if not self.computes:
-            return self.constant
+            return self.constant, None
         own, top_i, top_p = one_example_features(logits, self.topk)
         if self.keep:
             memo.put(self.node, (own, top_i, top_p), None)
         if self.rule is None:
-            return self.constant
+            return self.constant, None
         for d in self.reads:
             own = own + memo.columns_one(d, top_i[0])
-        return self.rule.decide_one(own)
+        return self.rule.decide_one(own), top_i[0]
 
     def many(
         self, logits: torch.Tensor, memo: PathMemo | None, rows: torch.Tensor
-    ) -> torch.Tensor | None:
-        """The position (in :attr:`actions`) of each row's action; None when every row takes
-        the constant action."""
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The position (in :attr:`actions`) of each row's action and, where the rule computed
+        them, the rows' classes (top-1); both None when every row takes the constant
+        action."""
         if not self.computes:
-            return None
-        features = self._features(logits, memo, rows)
-        return None if self.rule is None else self.rule.decide(features)
+            return None, None
+        features, top1 = self._features(logits, memo, rows)
+        return (None, None) if self.rule is None else (self.rule.decide(features), top1)

@@ -23,7 +23,8 @@ up to ``b``'s plus ``b``'s head; into another network, ``b``'s network from the 
 right after ``a``'s work (:meth:`GraphStructure.edge_component`).
 A node where a policy decides pays ``decision_ms[n]``, the measured cost of a decision of its own
 shape (steps and path features); the node an example stops at pays ``answer_ms`` (reading the
-answer), as the reference alone does.
+answer from its logits), as the reference alone does, unless a decision was computed there: the
+decision's features hold the class (:func:`pay_answers`).
 
 Per-example data at each node: its prediction, its 0/1 losses at top-1 and top-5, its
 confidence features (the sorted top-k probabilities ``top1_prob..topK_prob``, the margin and the
@@ -525,7 +526,7 @@ def walk(graph: StageGraph, rows: np.ndarray, decide: Decider, *, start: int = 0
     Nodes are visited in topological order; at each non-terminal node ``decide`` gives every
     example there an action. The start node costs ``start_ms[start]``, or ``single_ms[start]``
     where the route is that node alone (:func:`starts_alone`); every example pays the answer at
-    the node it stops at.
+    the node it stops at, unless a decision was computed there (:func:`pay_answers`).
     """
     rows = np.asarray(rows)
     n, nodes = len(rows), graph.num_nodes
@@ -563,8 +564,17 @@ def walk(graph: StageGraph, rows: np.ndarray, decide: Decider, *, start: int = 0
     route = Route(rows=rows, stop=stop, visited=visited, decided=decided, paid_ms=paid)
     if starts_alone(route, start):
         paid[:, start] = graph.single_ms[start]
-    paid[np.arange(n), stop] += graph.answer_ms
+    pay_answers(graph, route)
     return route
+
+
+def pay_answers(graph: StageGraph, route: Route) -> None:
+    """Every example pays reading its answer (``answer_ms``) at its stop node, unless a decision
+    was computed there: the decision's features hold the class (its top-1), which the runtime
+    answers with (:meth:`~adaptive_inference.decision.NodeDecision.one`)."""
+    rows = np.arange(len(route.stop))
+    read = ~route.decided[rows, route.stop]
+    route.paid_ms[rows[read], route.stop[read]] += graph.answer_ms
 
 
 def starts_alone(route: Route, start: int) -> bool:

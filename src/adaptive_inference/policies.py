@@ -4,14 +4,17 @@ Objective (docs/method.md, "The objective"): minimise ``mean(loss + lambda * tim
 training examples, ``loss`` the 0/1 loss of the answer given (top-1 or top-5), ``time`` in ms.
 Nodes are visited in reverse topological order (terminal nodes first). For each example ``x``:
 
-* terminal node ``t``: ``C_t(x) = loss_t(x)``;
+* terminal node ``t``: ``C_t(x) = loss_t(x) + lambda * a``, ``a`` the cost of reading the
+  answer from the logits;
 * node ``n``: ``cost(stop) = loss_n(x)``; ``cost(go m) = lambda * edge_ms(n, m) + C_m(x)``,
   where ``C_m`` is the cost-to-go under the policy *already learned* downstream (global) or the
   successor's own loss ``loss_m(x)`` (``myopic=True``: the baseline that only looks one step
   ahead);
 * the node's rule is learned from these costs (below), and ``C_n(x) = lambda * d_n + cost of
   the action the rule takes for x``, where ``d_n`` is the node's own decision cost, paid when
-  its rule depends on the example (a constant rule computes nothing).
+  its rule depends on the example (a constant rule computes nothing). Such a decision's
+  features hold the example's class, which it answers with; a constant stop reads it from the
+  logits and pays ``lambda * a`` (:func:`~adaptive_inference.graph.pay_answers`).
 
 **Decision-cost-aware nodes.** Once a node's rule is fitted, its training objective (the
 actions' costs plus ``lambda * d_n`` per example) is compared with that of every constant
@@ -116,6 +119,7 @@ def fit_node_rule(
     features: NodeFeatures,
     make_estimator: Callable[[int], LogisticRegression],
     decision_cost: float = 0.0,
+    answer_cost: float = 0.0,
 ) -> tuple[NodeRule, np.ndarray, list[LogisticRegression | None]]:
     """Learn the decision list of one node from per-example action costs.
 
@@ -128,6 +132,9 @@ def fit_node_rule(
         decision_cost: what computing the decision costs per example, in the units of
             ``costs`` (``lambda * decision_ms``): the fitted rule is kept only where its total
             (actions plus decisions) is below every constant action's, which computes nothing.
+        answer_cost: what reading the answer from the logits costs per example, in the same
+            units: a constant STOP pays it, where a fitted rule's features hold the class
+            (:func:`~adaptive_inference.graph.pay_answers`).
 
     Returns:
         The rule, the index (into ``actions``) it chooses for each training example, and the
@@ -158,6 +165,7 @@ def fit_node_rule(
     if learned.any():
         fitted_total = costs[chosen, np.arange(n)].sum() + decision_cost * n
         totals = costs.sum(axis=1)
+        totals[list(actions).index(STOP)] += answer_cost * n
         best = int(np.argmin(totals))
         if totals[best] <= fitted_total:  # a constant action is at least as good: no decision
             rule = NodeRule.constant(
@@ -282,7 +290,8 @@ class TradeoffPolicy(BaseEstimator):
         for node in reversed(range(graph.num_nodes)):
             succ = graph.successors[node]
             if not succ:
-                cost_to_go[node] = loss_to_go[node] = loss[node]
+                loss_to_go[node] = loss[node]
+                cost_to_go[node] = loss[node] + lam * graph.answer_ms
                 time_to_go[node] = graph.answer_ms
                 continue
             ahead = loss if self.myopic else cost_to_go
@@ -295,13 +304,17 @@ class TradeoffPolicy(BaseEstimator):
                 features[node],
                 lambda step, node=node: self._estimator(node, step, init),
                 decision_cost=lam * graph.decision_ms[node],
+                answer_cost=lam * graph.answer_ms,
             )
             rules[node] = rule
             estimators.update({(node, s): e for s, e in enumerate(fitted) if e is not None})
-            decision_ms = graph.decision_ms[node] if rule.constant_action is None else 0.0
-            cost_to_go[node] = costs[chosen, index] + lam * decision_ms
+            decides = rule.constant_action is None
+            decision_ms = graph.decision_ms[node] if decides else 0.0
+            answer_ms = 0.0 if decides else graph.answer_ms  # paid by the examples that stop
+            paid_ms = decision_ms + answer_ms * (chosen == 0)
+            cost_to_go[node] = costs[chosen, index] + lam * paid_ms
             loss_to_go[node] = loss[node]
-            time_to_go[node] = decision_ms + graph.answer_ms
+            time_to_go[node] = decision_ms + answer_ms
             for a, m in enumerate(succ, start=1):
                 sent = chosen == a
                 loss_to_go[node, sent] = loss_to_go[m, sent]
@@ -325,9 +338,7 @@ class TradeoffPolicy(BaseEstimator):
         self.graph_signature_ = graph.signature()
         self.origin_ = "recursion"
         self.shift_ = 0.0
-        self.recursion_objective_ = float(
-            cost_to_go[start].mean() + lam * (entry_ms(start) + graph.answer_ms)
-        )
+        self.recursion_objective_ = float(cost_to_go[start].mean() + lam * entry_ms(start))
         # what the fitted rules do (equal to simulating the policy: a test checks it)
         self.train_loss_ = float(loss_to_go[start].mean())
         self.train_cost_ms_ = float(time_to_go[start].mean() + entry_ms(start))

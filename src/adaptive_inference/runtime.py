@@ -217,9 +217,9 @@ class AdaptiveRuntime:
         memo = PathMemo() if self._paths else None
         decisions, edges = self._decisions, self._edges
         while True:
-            action = decisions[node].one(logits, memo)
+            action, top1 = decisions[node].one(logits, memo)
             if action == STOP:
-                return node, int(logits.argmax(1))
+                return node, int(logits.argmax(1)) if top1 is None else top1
             segment = edges[node][action]
             h, logits = segment(x[segment.network] if segment.from_input else h)
             node = action
@@ -279,11 +279,11 @@ class AdaptiveRuntime:
             h, logits = segment(source)
             node = segment.node
             decision = self._decisions[node]
-            positions = decision.many(logits, memo, rows)
+            positions, top1 = decision.many(logits, memo, rows)
             for action, taken, mask in split_by_action(decision, positions, rows):
                 if action == STOP:
                     stop[taken] = node
-                    classes[taken] = (logits if mask is None else logits[mask]).argmax(1)
+                    classes[taken] = stop_classes(logits, top1, mask)
                     continue
                 nxt = self._edges[node][action]
                 if nxt.from_input:
@@ -354,6 +354,17 @@ def regroup(parts: list[torch.Tensor]) -> torch.Tensor:
     """The examples a queue holds, from the calls that sent them, as one batch (a copy where
     they came from more than one call)."""
     return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def stop_classes(
+    logits: torch.Tensor, top1: torch.Tensor | None, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """The classes of the rows that stop at a node (``mask``; None: every row): the top-1 its
+    decision computed, else the argmax of the logits (the answer, priced where no decision
+    was computed, :data:`~adaptive_inference.costs.ANSWER`)."""
+    if top1 is None:
+        return (logits if mask is None else logits[mask]).argmax(1)
+    return top1 if mask is None else top1[mask]
 
 
 def split_by_action(

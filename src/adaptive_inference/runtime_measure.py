@@ -169,9 +169,10 @@ def predicted_batched_ms(
 ) -> float:
     """The time (ms) of a route's examples run rebatched at ``batch_size``: a segment on ``c``
     examples makes ``c // batch_size`` full calls and one call on the rest; after each call,
-    the node's decision (where its rule computes one) and the answer (where examples stop there)
-    run on that call's examples; each priced at its size (:meth:`~adaptive_inference.costs.
-    Costs.call_ms`); and the examples that go on are moved (:func:`predicted_moves_ms`)."""
+    the node's decision (where its rule computes one; it gives the stopping examples' classes)
+    or else the answer (where examples stop there) run on that call's examples; each priced at
+    its size (:meth:`~adaptive_inference.costs.Costs.call_ms`); and the examples that go on are
+    moved (:func:`predicted_moves_ms`)."""
     deciding = route.decided.any(axis=0)
     stopping = np.bincount(route.stop, minlength=graph.num_nodes) > 0
     counts = segment_counts(graph, route, start)
@@ -181,7 +182,7 @@ def predicted_batched_ms(
         keys = [key]
         if deciding[node]:
             keys.append(graph.decision(node))
-        if stopping[node]:
+        elif stopping[node]:  # a decision's features hold the class (graph.pay_answers)
             keys.append(ANSWER)
         for part in keys:
             total += full * costs.call_ms(part, batch_size)
