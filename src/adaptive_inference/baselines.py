@@ -81,15 +81,15 @@ def oracle_route(
             on_path[node, walker] = True
             walker = prev[walker]
     visited = on_path[stop]
-    paid = visited * step_ms
-    paid[np.arange(len(rows)), stop] += graph.answer_ms
-    return Route(
+    route = Route(
         rows=rows,
         stop=stop.astype(np.int64),
         visited=visited,
         decided=np.zeros_like(visited),
-        paid_ms=paid,
+        paid_ms=visited * step_ms,
     )
+    pay_answers(graph, route)  # nothing decided: every example reads its answer
+    return route
 
 
 def single_route(

@@ -87,12 +87,13 @@ def one_example_features(
 ) -> tuple[list[float], list[int], list[float]]:
     """:func:`decision_features` of one example (logits ``(1, classes)``) on the host, in
     float64: its own features, and its top-k classes and probabilities, the first of which is
-    the example's class (ties to the lowest index).
+    the example's class (exact ties to the lower index; above :data:`FEW_CLASSES`, among the
+    top-k that :func:`many_class_features` selects).
 
     The entropy ``-sum p log p`` is ``log s - (e . z) / s`` with ``z`` the logits less their
     maximum, ``e = exp(z)`` and ``s = sum(e)`` (``log p = z - log s``). With few classes
     (:data:`FEW_CLASSES`) the logits are read as a Python list and every step is a Python
-    float operation: a few microseconds, where a dozen NumPy calls cost about twice that.
+    float operation: a few microseconds, where a dozen NumPy calls cost two to three times that.
     """
     if logits.shape[-1] > FEW_CLASSES:
         return many_class_features(logits, topk)
@@ -111,7 +112,9 @@ def one_example_features(
 def many_class_features(
     logits: torch.Tensor, topk: int
 ) -> tuple[list[float], list[int], list[float]]:
-    """:func:`one_example_features` in NumPy, sorting only the top-k (many classes)."""
+    """:func:`one_example_features` in NumPy, sorting only the top-k (many classes). Exact ties
+    go to the lower index among the top-k selected; with more tied maxima than ``topk``,
+    :func:`numpy.argpartition` picks which are selected."""
     z = logits.float().numpy(force=True).reshape(-1).astype(np.float64)
     z -= z.max()
     e = np.exp(z)
