@@ -11,8 +11,11 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 study: setup data
 	$(BIN)/snakemake --cores all
 
+# The tests run on every core (pytest-xdist), a test file to a worker: a file's module fixtures
+# (the end-to-end studies, the SLURM cluster) are built once. TEST_WORKERS=0 runs them in one process.
+TEST_WORKERS ?= auto
 test: setup data
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 setup: $(VENV)/.installed
 
