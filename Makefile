@@ -12,10 +12,11 @@ study: setup data
 	$(BIN)/snakemake --cores all
 
 # The tests run on every core (pytest-xdist), a test file to a worker: a file's module fixtures
-# (the end-to-end studies, the SLURM cluster) are built once. TEST_WORKERS=0 runs them in one process.
+# (the end-to-end studies, the SLURM cluster) are built once; the longest files start first, in
+# the order tests/conftest.py gives them. TEST_WORKERS=0 runs them in one process.
 TEST_WORKERS ?= auto
 test: setup data
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 setup: $(VENV)/.installed
 

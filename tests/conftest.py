@@ -12,6 +12,18 @@ from adaptive_inference import data
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The end-to-end files, longest first: together most of the suite's time. `make test` spreads
+# whole files over the cores (pytest-xdist --dist loadfile --no-loadscope-reorder) and gives a
+# worker its next file when it is almost done with the last, so these run first, side by side,
+# and the short files fill in behind them: started last, a long file would run alone at the end.
+SLOW_FILES = ("test_workflow.py", "test_imagenet_workflow.py", "test_slurm.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests of SLOW_FILES first, in that order; every file keeps its own order."""
+    rank = {name: position for position, name in enumerate(SLOW_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FILES)))
+
 
 def fashion_mnist_source() -> Path:
     return data.DEBIAN_FASHION_MNIST
