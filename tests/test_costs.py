@@ -19,6 +19,7 @@ from adaptive_inference import cost_timing, runtime
 from adaptive_inference.cost_timing import (
     ComponentInContext,
     components_in_context,
+    context_medians,
     context_ratio,
     measure_costs,
     random_decision,
@@ -254,6 +255,7 @@ def test_a_component_with_two_contexts_is_timed_in_each_in_turn_and_priced_at_th
     assert ran == ["second", "first", "second", "first", "second", "first"]
     assert times[key].shape == (5,)
     ratios = np.array([1.0, 10.0, 1.2, 11.0, 0.8, 9.0, 1.0])
+    assert context_medians(ratios, 2) == [1.0, 10.0]
     assert context_ratio(ratios, 2) == pytest.approx((1.0 + 10.0) / 2)
     assert context_ratio(ratios, 1) == np.median(ratios) == 1.2
 
@@ -271,6 +273,11 @@ def test_joint_table_holds_every_component_at_every_batch_size(joint):
     # a decision at batch 1 is timed in two contexts (warm and after its producer alone)
     two = (table["kind"] == "decision") & (table["batch_size"] == 1)
     assert (table["contexts"] == np.where(two, 2, 1)).all() and two.any()
+    # ... its median ratio in each is kept, and prices it at their mean; NaN with one context
+    warm, cold = table.loc[two, "ratio_warm"], table.loc[two, "ratio_cold"]
+    assert (warm > 0).all() and (cold > 0).all()
+    np.testing.assert_allclose(table.loc[two, "ratio_median"], (warm + cold) / 2, rtol=1e-12)
+    assert table.loc[~two, ["ratio_warm", "ratio_cold"]].isna().all().all()
     assert (table["median_ms"] > 0).all()
     assert (table["q25_ms"] <= table["median_ms"]).all()
     assert (table["median_ms"] <= table["q75_ms"]).all()

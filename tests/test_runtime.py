@@ -605,6 +605,8 @@ def costs_table(costs: Costs) -> pd.DataFrame:
                     "ratio_median": 1.0,
                     "ratio_q25": 1.0,
                     "ratio_q75": 1.0,
+                    "ratio_warm": np.nan,
+                    "ratio_cold": np.nan,
                     "cost_ms": ms,
                     "per_example_ms": ms / batch,
                 }

@@ -153,11 +153,17 @@ class ComponentInContext:
         return self.contexts[index % len(self.contexts)]()
 
 
+def context_medians(ratios: np.ndarray, contexts: int) -> list[float]:
+    """A component's median ratio to the reference in each of its ``contexts`` (round ``j`` ran
+    in context ``j % contexts``)."""
+    return [float(np.median(ratios[c::contexts])) for c in range(contexts)]
+
+
 def context_ratio(ratios: np.ndarray, contexts: int) -> float:
     """A component's ratio to the reference from its ratios in every timed round: their median,
-    or with several contexts (round ``j`` in context ``j % contexts``) the mean over the
-    contexts of each one's median."""
-    return float(np.mean([np.median(ratios[c::contexts]) for c in range(contexts)]))
+    or with several contexts the mean over the contexts of each one's median
+    (:func:`context_medians`)."""
+    return float(np.mean(context_medians(ratios, contexts)))
 
 
 def components_in_context(
@@ -354,6 +360,8 @@ def _summary(
     q25, median, q75 = np.percentile(samples, [25, 50, 75])
     r25, r75 = np.percentile(ratios, [25, 75])
     ratio = context_ratio(ratios, contexts)
+    # a decision at batch 1: context 0 warm, context 1 after its producer alone (for_decision)
+    warm, cold = context_medians(ratios, contexts) if contexts == 2 else (np.nan, np.nan)
     return {
         **key_columns(key),
         "batch_size": batch,
@@ -365,6 +373,8 @@ def _summary(
         "ratio_median": ratio,
         "ratio_q25": r25,
         "ratio_q75": r75,
+        "ratio_warm": warm,
+        "ratio_cold": cold,
         "cost_ms": ratio * ref_median,
         "per_example_ms": ratio * ref_median / batch,
     }

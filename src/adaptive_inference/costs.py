@@ -63,14 +63,18 @@ TABLE_COLUMNS = [
     "ratio_median",
     "ratio_q25",
     "ratio_q75",
+    "ratio_warm",
+    "ratio_cold",
     "cost_ms",
     "per_example_ms",
 ]
 """The columns of a joint timing table (``results/costs/<setting>.parquet``). ``contexts``: how
 many contexts the component was timed in, in turn (:mod:`adaptive_inference.cost_timing`);
 ``ratio_median``: the ratio to the reference that prices it, the median over the rounds (with
-several contexts, the mean of each context's median); ``cost_ms``: that ratio times the
-reference's median time."""
+several contexts, the mean of each context's median); ``ratio_warm`` and ``ratio_cold``: for a
+decision timed in two contexts (batch 1), its median ratio in each, warm (after its producer,
+itself and its producer again) and cold (after its producer alone), NaN for a component timed
+in one; ``cost_ms``: ``ratio_median`` times the reference's median time."""
 
 
 def segment_key(network: str, source: int | None, exit: int) -> Key:
