@@ -20,7 +20,11 @@ prediction and ratio beside (``study_predicted_speedup``, ``study_ratio``).
 On the study's machine, ``--retime --passes N`` tells the cost model's error from the machine's
 state: each pass times the costs, then measures every scheme, and prints the reference's time in
 both; predictions from costs timed seconds before the measurement, in whatever state the machine
-is in, set beside the study's (docs/runtime.md).
+is in, set beside the study's (docs/runtime.md). With ``--retime``, every batch-1 point also gets
+the ratio it would have were the decisions priced in another of the contexts the joint timing
+times them in (:mod:`adaptive_inference.cost_timing`): ``ratio_if_cold`` (after their producer
+alone) and ``ratio_if_mean`` (the mean of the two), beside ``ratio`` (priced warm, as the study
+prices them), all on the same measurements.
 """
 
 from __future__ import annotations
@@ -30,11 +34,12 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
 from adaptive_inference.config import load_config, reference_network
-from adaptive_inference.cost_timing import measure_costs, timing_batch_sizes
+from adaptive_inference.cost_timing import measure_costs, priced_in, timing_batch_sizes
 from adaptive_inference.costs import Costs
 from adaptive_inference.device import (
     apply_compute,
@@ -66,10 +71,13 @@ COLUMNS = [
     "different",
 ]
 STUDY_COLUMNS = ["study_predicted_speedup", "study_ratio"]
+DECISION_CONTEXTS = ("cold", "mean")
+"""The other prices of a batch-1 decision the retimed passes set beside the study's (warm)."""
 
 
-def retimed_costs(config, layout: Layout, device: torch.device) -> dict[str, Costs]:
-    """Every setting's costs timed now on ``device`` by the joint timing job's code."""
+def retimed_tables(config, layout: Layout, device: torch.device) -> dict[str, pd.DataFrame]:
+    """Every setting's joint timing table, timed now on ``device`` by the joint timing job's
+    code."""
     loaded = {n: load_network(layout.network(n), with_spec=True) for n in config["networks"]}
     networks = {n: model for n, (model, _) in loaded.items()}
     shapes = {
@@ -84,7 +92,7 @@ def retimed_costs(config, layout: Layout, device: torch.device) -> dict[str, Cos
         for e in config["policies"]["schemes"].values()
     ]
     timing = config["timing"]
-    costs = {}
+    tables = {}
     for setting, batch in timing["batch_sizes"].items():
         latency = setting == "latency"
         table = measure_costs(
@@ -100,19 +108,21 @@ def retimed_costs(config, layout: Layout, device: torch.device) -> dict[str, Cos
             progress=False,
             **compute_options(config["compute"]),
         )
-        costs[setting] = Costs.from_table(table)
-    return costs
+        tables[setting] = table
+    return tables
 
 
 def measure(
-    config, layout: Layout, scheme: str, settings, device: torch.device, costs
+    config, layout: Layout, scheme: str, settings, device: torch.device, tables
 ) -> pd.DataFrame:
-    """One scheme measured against the prediction of its study's costs, or of ``costs`` (timed
-    now) with the study's own prediction beside (``study_*`` columns)."""
+    """One scheme measured against the prediction of its study's costs, or of the joint timing
+    ``tables`` (timed now) with the study's own prediction beside (``study_*`` columns) and, at
+    batch 1, the ratio with the decisions priced in their other contexts (``ratio_if_*``)."""
     entry = config["policies"]["schemes"][scheme]
     study = read_study(scheme, entry, config["policies"], reference_network(config), layout=layout)
     ids = study.ids("test")[: settings.max_examples]
     loaded = {n: load_network(layout.network(n), with_spec=True) for n in entry["networks"]}
+    costs = None if tables is None else {s: Costs.from_table(t) for s, t in tables.items()}
     table = measure_scheme(
         study if costs is None else replace(study, costs=costs),
         {n: m for n, (m, _) in loaded.items()},
@@ -126,18 +136,25 @@ def measure(
     ).speedups
     if costs is not None:
         rows = study.graphs[config["policies"]["setting"]].rows(ids)
-        predicted = [
-            predicted_ms(
-                study,
-                None if pd.isna(r.point_id) else study.policies[int(r.point_id)],
-                rows,
-                r.mode,
-                settings.batch_size,
-            )
+        policies = [
+            None if pd.isna(r.point_id) else study.policies[int(r.point_id)]
             for r in table.itertuples()
+        ]
+        predicted = [
+            predicted_ms(study, policy, rows, mode, settings.batch_size)
+            for policy, mode in zip(policies, table["mode"])
         ]
         table["study_predicted_speedup"] = [ref / ms for ms, ref in predicted]
         table["study_ratio"] = table["measured_speedup"] / table["study_predicted_speedup"]
+        batch1 = table["mode"] == "batch1"
+        for context in DECISION_CONTEXTS:
+            latency = priced_in(tables["latency"], context)
+            repriced = replace(study, costs={**costs, "latency": latency})
+            ratios = []
+            for policy, measured in zip(policies, table["measured_speedup"]):
+                ms, ref = predicted_ms(repriced, policy, rows, "batch1", 1)
+                ratios.append(measured * ms / ref)
+            table[f"ratio_if_{context}"] = np.where(batch1, ratios, np.nan)
     return table
 
 
@@ -195,10 +212,10 @@ def main() -> None:
     report: dict = {"environment": env, "settings": vars(args), "passes": []}
     pd.set_option("display.width", 200)
     for number in range(args.passes):
-        costs = retimed_costs(config, layout, device) if args.retime else None
+        tables = retimed_tables(config, layout, device) if args.retime else None
         schemes = {}
         for scheme in args.schemes or list(config["policies"]["schemes"]):
-            table = measure(config, layout, scheme, settings, device, costs)
+            table = measure(config, layout, scheme, settings, device, tables)
             print(
                 f"== pass {number + 1}/{args.passes}, {scheme}: reference "
                 + ", ".join(
@@ -207,7 +224,10 @@ def main() -> None:
                     for r in table[table["label"] == "reference"].itertuples()
                 )
             )
-            columns = COLUMNS if costs is None else COLUMNS[:2] + STUDY_COLUMNS + COLUMNS[2:]
+            columns = COLUMNS
+            if tables is not None:
+                extra = [f"ratio_if_{c}" for c in DECISION_CONTEXTS]
+                columns = COLUMNS[:2] + STUDY_COLUMNS + COLUMNS[2:5] + extra + COLUMNS[5:]
             print(table[columns].round(3).to_string(index=False))
             schemes[scheme] = json.loads(table.to_json(orient="records"))
         report["passes"].append(schemes)

@@ -22,6 +22,7 @@ from adaptive_inference.cost_timing import (
     context_medians,
     context_ratio,
     measure_costs,
+    priced_in,
     random_decision,
     round_orders,
     time_rounds,
@@ -240,10 +241,10 @@ def test_time_rounds_draws_each_rounds_order_and_times_only_the_call():
         time_rounds(components, ("segment", "z", None, 0), rounds=1, warmup=0, device=CPU)
 
 
-def test_a_component_with_two_contexts_is_timed_in_each_in_turn_and_priced_at_their_mean():
+def test_a_component_with_two_contexts_is_timed_in_each_in_turn_and_priced_in_the_first():
     """Timed round ``j`` runs context ``j % 2`` (the warm-up rounds run before round 0); the
-    ratio is the mean of the two contexts' medians, not the median of the mixture (which would
-    land on whichever context happens to hold the middle round)."""
+    ratio is the median of the first context's rounds, not the median of the mixture (which
+    would land on whichever context happens to hold the middle round)."""
     ran = []
     key = ("segment", "a", None, 0)
     component = ComponentInContext(
@@ -256,8 +257,35 @@ def test_a_component_with_two_contexts_is_timed_in_each_in_turn_and_priced_at_th
     assert times[key].shape == (5,)
     ratios = np.array([1.0, 10.0, 1.2, 11.0, 0.8, 9.0, 1.0])
     assert context_medians(ratios, 2) == [1.0, 10.0]
-    assert context_ratio(ratios, 2) == pytest.approx((1.0 + 10.0) / 2)
+    assert context_ratio(ratios, 2) == 1.0
     assert context_ratio(ratios, 1) == np.median(ratios) == 1.2
+
+
+def test_priced_in_reprices_the_two_context_components_only(joint):
+    """The table's own price is the warm context; ``cold`` and ``mean`` move the batch-1
+    decisions' costs to that context's median ratio (times the reference's median time) and
+    leave every other component's cost as it is."""
+    table = joint[2]
+    latency = table[table["batch_size"] == 1]
+    own = Costs.from_table(latency).calls
+    assert priced_in(latency, "warm").calls == own
+    cold, mean = priced_in(latency, "cold").calls, priced_in(latency, "mean").calls
+    rows = latency.set_index("component")
+    two = 0
+    for key, sizes in own.items():
+        row = rows.loc[component_name(key)]
+        if row["contexts"] == 1:
+            assert cold[key] == mean[key] == sizes
+            continue
+        two += 1
+        reference_ms = row["cost_ms"] / row["ratio_median"]
+        assert cold[key][1] == pytest.approx(row["ratio_cold"] * reference_ms, rel=1e-12)
+        halfway = (row["ratio_warm"] + row["ratio_cold"]) / 2 * reference_ms
+        assert mean[key][1] == pytest.approx(halfway, rel=1e-12)
+        assert cold[key][1] != sizes[1]
+    assert two == (latency["contexts"] == 2).sum() > 0
+    with pytest.raises(ValueError, match="warm, cold or mean"):
+        priced_in(latency, "hot")
 
 
 def test_joint_table_holds_every_component_at_every_batch_size(joint):
@@ -273,10 +301,10 @@ def test_joint_table_holds_every_component_at_every_batch_size(joint):
     # a decision at batch 1 is timed in two contexts (warm and after its producer alone)
     two = (table["kind"] == "decision") & (table["batch_size"] == 1)
     assert (table["contexts"] == np.where(two, 2, 1)).all() and two.any()
-    # ... its median ratio in each is kept, and prices it at their mean; NaN with one context
+    # ... its median ratio in each is kept, and the warm one prices it; NaN with one context
     warm, cold = table.loc[two, "ratio_warm"], table.loc[two, "ratio_cold"]
     assert (warm > 0).all() and (cold > 0).all()
-    np.testing.assert_allclose(table.loc[two, "ratio_median"], (warm + cold) / 2, rtol=1e-12)
+    np.testing.assert_array_equal(table.loc[two, "ratio_median"], warm)
     assert table.loc[~two, ["ratio_warm", "ratio_cold"]].isna().all().all()
     assert (table["median_ms"] > 0).all()
     assert (table["q25_ms"] <= table["median_ms"]).all()

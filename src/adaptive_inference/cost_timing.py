@@ -45,14 +45,18 @@ Each is timed **in context**, right after what precedes it in the runtime:
   the runtime's own :class:`~adaptive_inference.decision.NodeDecision` of the node's shape (its
   steps and the path features it reads; every step evaluated, the costliest case), including,
   batched, the split of the batch by action that the runtime does. At batch 1 the runtime runs
-  a node's decision example after example: right after the same decision on the previous
-  example where that one stopped at the node (warm), after other networks' work where it went
-  on. So the rounds alternate two contexts, the producer, the same decision and the producer
-  again (warm), and the producer alone, and the decision is priced at the mean of its median
-  ratio in each (timed warm alone, network selection measured about 5% below its batch-1
-  predictions in five cold runs; after its producer alone, 5-7% above in three). Rebatched,
-  a full batch of every other stage runs between two calls of a decision, so it is timed after
-  its producer alone. The measurements behind these: docs/timing.md;
+  a node's decision example after example, right after its producer and moments after the same
+  decision ran on the previous example: it is priced in that context, **warm** (the rounds
+  that price it run the producer, the same decision and the producer again). Odd rounds time it
+  after its producer alone (after whatever component the round ran before), kept for the record
+  (the table's ``ratio_cold``): the runtime finds a decision that cold only after a costly route
+  (network selection's first decision measured 29-41 us after an example that ran exit_resnet,
+  9-17 us after one that stopped at the linear network or small_cnn), and priced at the mean of
+  the two contexts, network selection and combined measured 6.3% and 3.3% faster than their
+  batch-1 predictions on average, priced warm 0.1% faster and 2.0% slower (side by side on the
+  same measurements, ``benchmarks/bench_runtime.py --retime --passes 3``). Rebatched, a full
+  batch of every other stage runs between two calls of a decision, so it is timed after its
+  producer alone. The measurements behind these: docs/timing.md;
 * a move (rebatched): the runtime's own gathering of the examples that go on, every row of a
   batch (:func:`~adaptive_inference.runtime.gather_rows`; the activation an exit left, right
   after the segment that left it, or a network's input rows for a jump), then regrouping them
@@ -79,6 +83,7 @@ from tqdm.auto import tqdm
 from adaptive_inference.costs import (
     ANSWER,
     TABLE_COLUMNS,
+    Costs,
     Key,
     alone_key,
     component_name,
@@ -140,8 +145,8 @@ def random_decision(
 class ComponentInContext:
     """One component with what may precede it in the runtime: each of ``contexts`` runs one
     such context (untimed) and returns the call to time. A component with several contexts is
-    timed in each in turn, round after round (:meth:`prepare`), and priced at the mean of its
-    median ratio in each (:func:`context_ratio`)."""
+    timed in each in turn, round after round (:meth:`prepare`), and priced in the first, the one
+    the runtime runs it in (:func:`context_ratio`); the others are kept for the record."""
 
     def __init__(self, key: Key, *contexts: Callable[[], Callable[[], Any]]) -> None:
         self.key = key
@@ -160,10 +165,27 @@ def context_medians(ratios: np.ndarray, contexts: int) -> list[float]:
 
 
 def context_ratio(ratios: np.ndarray, contexts: int) -> float:
-    """A component's ratio to the reference from its ratios in every timed round: their median,
-    or with several contexts the mean over the contexts of each one's median
-    (:func:`context_medians`)."""
-    return float(np.mean(context_medians(ratios, contexts)))
+    """A component's ratio to the reference from its ratios in every timed round: the median of
+    the rounds of its first context (every round where it has one context,
+    :func:`context_medians`)."""
+    return context_medians(ratios, contexts)[0]
+
+
+def priced_in(table: pd.DataFrame, context: str) -> Costs:
+    """The costs of a joint timing table (:func:`measure_costs`) with every component timed in
+    two contexts (a decision at batch 1) priced in ``context``: ``warm`` (its first, the table's
+    own price), ``cold`` (after its producer alone) or ``mean`` (of the two): how far the
+    prediction would move were the decisions priced otherwise (``benchmarks/bench_runtime.py``)."""
+    if context not in ("warm", "cold", "mean"):
+        raise ValueError(f"context must be warm, cold or mean, got {context!r}")
+    two = table["contexts"] == 2
+    warm, cold = table["ratio_warm"], table["ratio_cold"]
+    ratio = {"warm": warm, "cold": cold, "mean": (warm + cold) / 2}[context]
+    repriced = table.copy()
+    reference_ms = table["cost_ms"] / table["ratio_median"]  # the reference's median time
+    repriced.loc[two, "cost_ms"] = ratio[two] * reference_ms[two]
+    repriced.loc[two, "per_example_ms"] = repriced.loc[two, "cost_ms"] / table["batch_size"][two]
+    return Costs.from_table(repriced)
 
 
 def components_in_context(
