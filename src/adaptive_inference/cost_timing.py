@@ -50,7 +50,7 @@ Each is timed **in context**, right after what precedes it in the runtime:
   that price it run the producer, the same decision and the producer again). Odd rounds time it
   after its producer alone (after whatever component the round ran before), kept for the record
   (the table's ``ratio_cold``): the runtime finds a decision that cold only after a costly route
-  (network selection's first decision measured 29-41 us after an example that ran exit_resnet,
+  (network selection's first decision measured 29-42 us after an example that ran exit_resnet,
   9-17 us after one that stopped at the linear network or small_cnn), and priced at the mean of
   the two contexts, network selection and combined measured 6.3% and 3.3% faster than their
   batch-1 predictions on average, priced warm 0.1% faster and 2.0% slower (side by side on the
