@@ -34,7 +34,6 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -146,15 +145,17 @@ def measure(
         ]
         table["study_predicted_speedup"] = [ref / ms for ms, ref in predicted]
         table["study_ratio"] = table["measured_speedup"] / table["study_predicted_speedup"]
-        batch1 = table["mode"] == "batch1"
         for context in DECISION_CONTEXTS:
             latency = priced_in(tables["latency"], context)
             repriced = replace(study, costs={**costs, "latency": latency})
             ratios = []
-            for policy, measured in zip(policies, table["measured_speedup"]):
-                ms, ref = predicted_ms(repriced, policy, rows, "batch1", 1)
+            for policy, mode, measured in zip(policies, table["mode"], table["measured_speedup"]):
+                if mode != "batch1":  # the decisions' contexts are a batch-1 matter
+                    ratios.append(float("nan"))
+                    continue
+                ms, ref = predicted_ms(repriced, policy, rows, mode, 1)
                 ratios.append(measured * ms / ref)
-            table[f"ratio_if_{context}"] = np.where(batch1, ratios, np.nan)
+            table[f"ratio_if_{context}"] = ratios
     return table
 
 
