@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from adaptive_inference.config import load_config
+from adaptive_inference.reproducibility import identical_files
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
@@ -719,6 +720,10 @@ def test_training_extraction_and_splits_are_repeatable(study, tmp_path):
         elif target.endswith(".parquet"):
             pd.testing.assert_frame_equal(pd.read_parquet(first), pd.read_parquet(second))
         assert first.read_bytes() == second.read_bytes(), target
+    # tools/compare_runs.py's check finds the same files, and finds them identical
+    files = identical_files(study / "results", workdir / "results")
+    assert sorted("results/" + p for p in files["path"]) == sorted(targets)
+    assert files["identical"].all()
     curves = [
         pd.read_csv(d / "results/networks/exit_resnet/training_curve.csv") for d in (study, workdir)
     ]

@@ -19,7 +19,7 @@ Modules, one job each, in the order a study runs (a module imports only modules 
 * ``segments`` (the runtime's computations), ``runtime`` (the engine: batch 1 and rebatched),
   ``cuda_graphs`` (segments replayed as CUDA graphs), ``cost_timing`` (the joint, in-context
   timing of every component), ``study`` (a finished study read back), ``runtime_measure``
-  (measured against predicted);
+  (measured against predicted), ``reproducibility`` (two finished runs side by side);
 * ``figures`` (the notebooks' style and plotting helpers), ``notebooks`` (papermill runs, HTML
   pages, the index).
 """
