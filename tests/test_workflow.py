@@ -221,13 +221,14 @@ def test_runtime_gives_the_simulated_answers_and_measures_speedups(study):
 
 def test_a_successful_run_says_where_to_look_and_the_headline(study_run):
     """onsuccess: the index page, then a headline line (speedups at the loss levels) per scheme
-    and loss the policies were trained on."""
-    _, result = study_run
+    and loss the policies were trained on; under the runtime's loss (top-1), the speedups the
+    runtime measured at batch 1 at the same points, as its own table has them."""
+    workdir, result = study_run
     text = result.stdout + result.stderr
     assert "Open results/index.html" in text
     for scheme in SCHEMES:
         for metric in ("top1", "top5"):
-            line = re.search(rf"^  {scheme} \({metric}\): (.*)$", text, re.MULTILINE)
+            line = re.search(rf"^  {scheme} \({metric}\): (.*)\n(.*)$", text, re.MULTILINE)
             assert line, f"no headline of {scheme} ({metric}) in:\n{text[-3000:]}"
             cells = line.group(1).split(", ")
             assert [c.split(":")[0] for c in cells] == ["≤0.5 pt", "≤1 pt", "≤2 pt"]
@@ -235,6 +236,21 @@ def test_a_successful_run_says_where_to_look_and_the_headline(study_run):
                 re.fullmatch(r"≤[\d.]+ pt: (none|\d+\.\d\dx \(loss -?\d+\.\d\d\))", c)
                 for c in cells
             ), cells
+            chosen = [c.split(":")[0] for c in cells if not c.endswith("none")]
+            measured = re.fullmatch(r"    measured at batch 1 on (\d+) test images: (.*)", line[2])
+            if metric != "top1" or not chosen:
+                assert not measured, line[2]
+                continue
+            assert measured, f"no runtime line under {scheme} ({metric}): {line[2]!r}"
+            table = pd.read_parquet(workdir / f"results/runtime/{scheme}/speedups.parquet")
+            batch1 = table[(table["mode"] == "batch1") & table["point_id"].notna()]
+            assert int(measured[1]) == batch1["examples"].iloc[0]
+            expected = [
+                f"≤{r.max_loss:g} pt: {r.measured_speedup:.2f}x ({r.predicted_speedup:.2f}x "
+                "predicted)"
+                for r in batch1.itertuples()
+            ]
+            assert measured[2].split(", ") == expected
 
 
 def test_runtime_option_reruns_only_the_measurements(study, tmp_path):

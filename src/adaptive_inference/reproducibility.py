@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from adaptive_inference.layout import Layout
+from adaptive_inference.study import learned_choices
 
 RUNTIME_COLUMNS = ["scheme", "mode", "label", "max_loss", "predicted_speedup", "measured_speedup"]
 
@@ -63,13 +64,8 @@ def learned_speedups(results: Path | str, metric: str = "top1") -> pd.DataFrame:
     paths = sorted(glob(Layout(str(results)).policies("*", "speedup_at_loss.csv")))
     if not paths:
         raise FileNotFoundError(f"no policies/*/speedup_at_loss.csv under {results}: not a study")
-    table = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
-    chosen = table[
-        (table["method"] == "learned")
-        & (table["choice"] == "validation")
-        & (table["metric"] == metric)
-        & (table["train_loss"] == metric)
-    ]
+    chosen = learned_choices(pd.concat([pd.read_csv(p) for p in paths], ignore_index=True))
+    chosen = chosen[chosen["metric"] == metric]
     loss = f"{metric}_loss"
     return chosen[["scheme", "max_loss", "speedup", loss]].reset_index(drop=True)
 

@@ -206,29 +206,61 @@ def check_family(
     return family
 
 
+def learned_choices(headline: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a ``speedup_at_loss.csv`` table that are the learned policy's operating
+    points chosen on validation, each as trained on the loss it is read off on."""
+    return headline[
+        (headline["method"] == "learned")
+        & (headline["choice"] == "validation")
+        & (headline["train_loss"] == headline["metric"])
+    ]
+
+
+def measured_at_batch1(layout: Layout, scheme: str) -> pd.DataFrame:
+    """``measure_runtime``'s batch-1 rows of ``scheme`` at its operating points (``max_loss``,
+    ``point_id``, ``measured_speedup``, ``predicted_speedup`` on the same examples,
+    ``examples``); empty if the scheme's runtime was not measured."""
+    columns = ["max_loss", "point_id", "measured_speedup", "predicted_speedup", "examples"]
+    path = Path(layout.runtime(scheme, "speedups.parquet"))
+    if not path.exists():
+        return pd.DataFrame(columns=columns)
+    table = pd.read_parquet(path)
+    return table[(table["mode"] == "batch1") & table["point_id"].notna()][columns]
+
+
 def run_summary(layout: Layout, schemes, loss_levels) -> list[str]:
     """What a finished run says last: where to look and the headline speedups (the learned
-    policy's points chosen on validation, test speedup and loss)."""
+    policy's points chosen on validation: test speedup and loss), and for the points run for
+    real, the speedup measured at batch 1 beside the one predicted on the same examples."""
     lines = ["", f"Done. Open {layout.index} (every figure and page of the study)."]
     for scheme in schemes:
         path = Path(layout.policies(scheme, "speedup_at_loss.csv"))
         if not path.exists():
             continue
-        table = pd.read_csv(path)
-        table = table[
-            (table["method"] == "learned")
-            & (table["choice"] == "validation")
-            & (table["train_loss"] == table["metric"])
-        ]
+        table = learned_choices(pd.read_csv(path))
+        runtime = measured_at_batch1(layout, scheme)
         for metric, part in table.groupby("metric", sort=False):
-            cells = []
+            cells, ran = [], []
             for row in part.itertuples():
                 if row.max_loss not in loss_levels:
                     continue
                 if pd.isna(row.speedup):
                     cells.append(f"≤{row.max_loss:g} pt: none")
-                else:
-                    loss = getattr(row, f"{metric}_loss")
-                    cells.append(f"≤{row.max_loss:g} pt: {row.speedup:.2f}x (loss {loss:.2f})")
+                    continue
+                loss = getattr(row, f"{metric}_loss")
+                cells.append(f"≤{row.max_loss:g} pt: {row.speedup:.2f}x (loss {loss:.2f})")
+                same = runtime[
+                    (runtime["max_loss"] == row.max_loss) & (runtime["point_id"] == row.point_id)
+                ]
+                for r in same.itertuples():
+                    ran.append(
+                        f"≤{row.max_loss:g} pt: {r.measured_speedup:.2f}x "
+                        f"({r.predicted_speedup:.2f}x predicted)"
+                    )
             lines.append(f"  {scheme} ({metric}): " + ", ".join(cells))
+            if ran:
+                examples = int(runtime["examples"].iloc[0])
+                lines.append(
+                    f"    measured at batch 1 on {examples} test images: " + ", ".join(ran)
+                )
     return lines
