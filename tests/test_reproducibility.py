@@ -67,7 +67,8 @@ def write_run(root: Path, speedups: dict[str, list[float]], ratios: dict[str, li
     for scheme, values in ratios.items():
         rows = [
             {"scheme": scheme, "mode": mode, "label": "reference", "max_loss": np.nan,
-             "predicted_speedup": 1.0, "measured_speedup": 1.0}
+             "point_id": np.nan, "predicted_speedup": 1.0, "measured_speedup": 1.0,
+             "ratio": 1.0}
             for mode in ("batch1", "batched")
         ]  # fmt: skip
         for k, ratio in enumerate(values):
@@ -77,8 +78,10 @@ def write_run(root: Path, speedups: dict[str, list[float]], ratios: dict[str, li
                     "mode": ("batch1", "batched")[k // 3],
                     "label": f"≤ {(0.5, 1.0, 2.0)[k % 3]} pts",
                     "max_loss": (0.5, 1.0, 2.0)[k % 3],
+                    "point_id": float(10 + k % 3),
                     "predicted_speedup": 2.0,
                     "measured_speedup": 2.0 * ratio,
+                    "ratio": ratio,
                 }
             )
         path = Path(layout.runtime(scheme, "speedups.parquet"))

@@ -23,9 +23,17 @@ import numpy as np
 import pandas as pd
 
 from adaptive_inference.layout import Layout
-from adaptive_inference.study import learned_choices
+from adaptive_inference.study import learned_choices, runtime_points
 
-RUNTIME_COLUMNS = ["scheme", "mode", "label", "max_loss", "predicted_speedup", "measured_speedup"]
+RUNTIME_COLUMNS = [
+    "scheme",
+    "mode",
+    "label",
+    "max_loss",
+    "predicted_speedup",
+    "measured_speedup",
+    "ratio",
+]
 
 
 def deterministic_files(results: Path | str) -> list[str]:
@@ -92,14 +100,13 @@ def speedup_differences(
 
 def runtime_ratios(results: Path | str, *, band: float = 0.1) -> pd.DataFrame:
     """The runtime's measured against predicted speedup at every operating point of every
-    measured scheme of ``results`` (``measure_runtime``'s tables; the reference's own rows
-    left out): ``ratio`` and ``within`` (``|ratio - 1| <= band``)."""
+    measured scheme of ``results`` (``measure_runtime``'s tables, their ``ratio``; the
+    reference's own rows left out) and ``within`` (``|ratio - 1| <= band``)."""
     paths = sorted(glob(Layout(str(results)).runtime("*", "speedups.parquet")))
     if not paths:
-        return pd.DataFrame(columns=[*RUNTIME_COLUMNS, "ratio", "within"])
-    table = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
-    points = table[table["max_loss"].notna()][RUNTIME_COLUMNS].copy()
-    points["ratio"] = points["measured_speedup"] / points["predicted_speedup"]
+        return pd.DataFrame(columns=[*RUNTIME_COLUMNS, "within"])
+    table = pd.concat([runtime_points(p) for p in paths], ignore_index=True)
+    points = table[RUNTIME_COLUMNS].copy()
     points["within"] = (points["ratio"] - 1).abs() <= band
     return points.reset_index(drop=True)
 

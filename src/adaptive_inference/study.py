@@ -216,6 +216,13 @@ def learned_choices(headline: pd.DataFrame) -> pd.DataFrame:
     ]
 
 
+def runtime_points(path: Path | str) -> pd.DataFrame:
+    """The rows of a ``measure_runtime`` speedups table at the operating points it ran (the
+    reference's own rows, which ran no point, left out)."""
+    table = pd.read_parquet(path)
+    return table[table["point_id"].notna()]
+
+
 def measured_at_batch1(layout: Layout, scheme: str) -> pd.DataFrame:
     """``measure_runtime``'s batch-1 rows of ``scheme`` at its operating points (``max_loss``,
     ``point_id``, ``measured_speedup``, ``predicted_speedup`` on the same examples,
@@ -224,8 +231,8 @@ def measured_at_batch1(layout: Layout, scheme: str) -> pd.DataFrame:
     path = Path(layout.runtime(scheme, "speedups.parquet"))
     if not path.exists():
         return pd.DataFrame(columns=columns)
-    table = pd.read_parquet(path)
-    return table[(table["mode"] == "batch1") & table["point_id"].notna()][columns]
+    table = runtime_points(path)
+    return table[table["mode"] == "batch1"][columns]
 
 
 def run_summary(layout: Layout, schemes, loss_levels) -> list[str]:
