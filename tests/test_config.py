@@ -11,6 +11,7 @@ from PIL import Image
 from snakemake.exceptions import WorkflowError
 
 from adaptive_inference import config as config_module
+from adaptive_inference import device as device_module
 from adaptive_inference.config import (
     ConfigError,
     check_config,
@@ -82,6 +83,7 @@ def test_the_schema_gives_every_key_the_code_indexes(minimal):
         "seed": 0,
         "channels_last": True,
         "exit_weights": None,
+        "precision": "auto",
     }
     assert c["networks"]["a"] == {"arch": "linear", "options": {}, "training": {}}
     assert c["compute"] == {
@@ -107,6 +109,7 @@ def test_the_schema_gives_every_key_the_code_indexes(minimal):
 
     cfg = TrainConfig.from_config(network_training(c, "a"))
     assert cfg.steps == 800 and cfg.channels_last is True and cfg.exit_weights is None
+    assert cfg.precision == "auto"
     assert compute_options(c["compute"]) == {"dtype": torch.float32, "channels_last": True}
     options = sweep_options(policies)
     assert options["confidence"] == 0.9 and options["shifts"] == shifts
@@ -169,16 +172,18 @@ def test_the_schema_lists_what_the_code_knows(schema):
     training = schema["properties"]["training"]["properties"]
     assert set(schema["$defs"]["training"]["properties"]) == set(training)  # overrides: same keys
     assert not any("default" in v for v in schema["$defs"]["training"]["properties"].values())
+    assert training["precision"]["enum"] == list(device_module.PRECISIONS)
 
 
 COMPUTE_KEYS = {"dtype", "channels_last", "cudnn_benchmark", "cuda_graphs"}
-TRAINING_KEYS = {"steps", "max_lr", "momentum", "weight_decay", "exit_weights"}
+TRAINING_KEYS = {"steps", "max_lr", "momentum", "weight_decay", "exit_weights", "precision"}
 # Library functions whose keyword defaults are not config defaults: a caller outside the
 # workflow (a test, a notebook) gets these; the workflow's scripts pass the config's values.
 LIBRARY_DEFAULTS = {
     ("extraction", "extract", "dtype"),
     ("extraction", "extract", "channels_last"),
     ("training", "TrainConfig", "exit_weights"),  # None: every exit weighs 1 (the schema's null)
+    ("training", "TrainConfig", "precision"),  # float32 outside the workflow: the same everywhere
     ("figures", "plot_oracle_share", "steps"),  # points of a plotted grid, not training steps
 }
 
@@ -357,6 +362,14 @@ def test_the_config_module_imports_no_torch():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+def test_a_training_precision_outside_the_list_is_refused(tmp_path):
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["networks"]["small_cnn"]["training"]["precision"] = "half"
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(WorkflowError, match="half"):
+        load_config(tmp_path / "c.yaml", SCHEMA)
 
 
 def test_unknown_key_is_named(tmp_path):

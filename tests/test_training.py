@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from adaptive_inference import device as device_module
 from adaptive_inference.device import seed_everything
 from adaptive_inference.networks import build_network, load_network, save_network
 from adaptive_inference.training import CURVE_POINTS, TrainConfig, evaluate, train
@@ -78,4 +79,60 @@ def test_saved_network_reloads_identically(tmp_path):
 def test_the_config_section_must_name_every_hyper_parameter():
     with pytest.raises(ValueError, match="lacks"):
         TrainConfig.from_config({"steps": 10})
-    assert TrainConfig.from_config({"steps": 10, **RECIPE}).exit_weights is None
+    cfg = TrainConfig.from_config({"steps": 10, "precision": "auto", **RECIPE})
+    assert cfg.exit_weights is None and cfg.precision == "auto"
+
+
+NATIVE_BF16 = device_module.native_bfloat16(torch.device("cpu"))
+
+
+def test_precision_resolves_to_autocast_only_where_bfloat16_is_native(monkeypatch):
+    cpu = torch.device("cpu")
+    assert device_module.autocast_dtype("float32", cpu) is None
+    for native in (True, False):
+        monkeypatch.setattr(device_module, "native_bfloat16", lambda device, n=native: n)
+        assert device_module.autocast_dtype("auto", cpu) == (torch.bfloat16 if native else None)
+    # asked for explicitly on a device without it: an error with the fix, not a slow run
+    with pytest.raises(RuntimeError, match="training.precision to auto or float32"):
+        device_module.autocast_dtype("bfloat16", cpu)
+    with pytest.raises(ValueError, match="half"):
+        device_module.autocast_dtype("half", cpu)
+
+
+def _conv_output_dtypes(model):
+    seen = set()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.register_forward_hook(lambda m, i, out: seen.add(out.dtype))
+    return seen
+
+
+@pytest.mark.parametrize("precision", ["float32", "auto"])
+def test_training_computes_in_the_resolved_precision_and_keeps_float32_weights(
+    small_train_set, small_eval_set, precision
+):
+    seed_everything(0)
+    _, model = _net(widths=[8, 16, 16], blocks_per_stage=1)
+    seen = _conv_output_dtypes(model)
+    cfg = TrainConfig(steps=48, **RECIPE, exit_weights=[0.3, 0.3, 1.0], precision=precision)
+    curve = train(model, small_train_set, cfg, val_set=small_eval_set, progress=False)
+    # the validation passes of the curve run in float32 whatever the training arithmetic
+    expected = {torch.float32}
+    if precision == "auto" and NATIVE_BF16:
+        expected.add(torch.bfloat16)
+    assert seen == expected
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert curve["train_loss"].iloc[-1] < curve["train_loss"].iloc[0]
+    assert evaluate(model, *small_eval_set.tensors)[-1] > 0.6
+
+
+@pytest.mark.skipif(not NATIVE_BF16, reason="the CPU has no native bfloat16 (AMX)")
+def test_bfloat16_training_twice_from_the_seed_gives_the_same_bytes(small_train_set):
+    states = []
+    for _ in range(2):
+        seed_everything(0)
+        _, model = _net(widths=[8, 8, 8], blocks_per_stage=1)
+        cfg = TrainConfig(steps=12, **RECIPE, precision="bfloat16")
+        train(model, small_train_set, cfg, progress=False)
+        states.append(model.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])

@@ -5,7 +5,7 @@ import pandas as pd
 import torch
 
 from adaptive_inference.data import input_shape, load_split, num_classes
-from adaptive_inference.device import resolve_device, seed_everything
+from adaptive_inference.device import autocast_dtype, resolve_device, seed_everything
 from adaptive_inference.io import atomic_path
 from adaptive_inference.joblog import job_log
 from adaptive_inference.networks import build_network, network_spec, save_network
@@ -31,12 +31,13 @@ def train_family_network(p, device, log):
     model = build_network(**spec)
     cfg = TrainConfig.from_config(p.network["training"])
     log.info(
-        "training %s: %s on %d examples (%d held out), %s",
+        "training %s: %s on %d examples (%d held out), %s, computing in %s",
         snakemake.wildcards.network,
         spec,
         len(train_set),
         held_out,
         cfg,
+        autocast_dtype(cfg.precision, device) or torch.float32,
     )
     curve = train(model, train_set, cfg, val_set=val_set, device=device)
     return model, spec, curve
