@@ -1,4 +1,4 @@
-"""Training's speed in float32 and in bfloat16 autocast, side by side (config ``training.precision``).
+"""Training speed in float32 and in bfloat16 autocast, side by side (`training.precision`).
 
 For every network of the config, the workflow's own ``training.train`` runs blocks of optimizer
 steps of the network's recipe in each precision, interleaved and repeated in one process; the
