@@ -99,6 +99,14 @@ def test_precision_resolves_to_autocast_only_where_bfloat16_is_native(monkeypatc
         device_module.autocast_dtype("half", cpu)
 
 
+def test_a_gpu_that_only_emulates_bfloat16_is_not_native(monkeypatch):
+    # a pre-Ampere GPU: bfloat16 tensors work, through slow emulation only
+    monkeypatch.setattr(
+        torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation
+    )
+    assert not device_module.native_bfloat16(torch.device("cuda"))
+
+
 def _conv_output_dtypes(model):
     seen = set()
     for module in model.modules():

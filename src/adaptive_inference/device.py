@@ -49,8 +49,8 @@ def native_bfloat16(device: torch.device) -> bool:
     AMX tiles (Sapphire Rapids and later), where a training step of the default family's
     exit_resnet runs 1.45-1.63x faster in bfloat16 autocast than in float32
     (``benchmarks/bench_training.py``)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # Ampere and later; older GPUs only emulate it, slowly
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
     return device.type == "cpu" and amx is not None and bool(amx())
 
