@@ -3,6 +3,7 @@ folders written here in the study's layout."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from adaptive_inference.reproducibility import (
     identical_files,
     job_seconds,
     learned_speedups,
+    machine,
     relative_difference,
     runtime_ratios,
     speedup_differences,
@@ -204,3 +206,53 @@ def test_the_tool_passes_a_copy_and_fails_what_differs(first, tmp_path, capsys):
     assert "failed: files, ratios" in out
     assert compare_runs(first, apart, "--band", "0.25") == 1  # the weights still differ
     assert "failed: files\n" in capsys.readouterr().out
+
+
+def describe_machine(results: Path, device: str, trained: dict[str, str]) -> None:
+    """The joint timing job's record and each network's ``train_network`` log, as the workflow
+    writes them (the log's line as ``train_network.py`` words it)."""
+    layout = Layout(str(results))
+    costs = Path(layout.costs("latency", "json"))
+    costs.parent.mkdir(parents=True, exist_ok=True)
+    env = {"device_name": device, "threads": 1, "torch_version": torch.__version__}
+    costs.write_text(json.dumps({"setting": "latency", "environment": env}))
+    for net, dtype in trained.items():
+        log = Path(layout.log("train_network", net))
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(
+            f"2026-12-03 21:13:40,275 training {net}: {{'arch': '{net}'}} on 55000 examples "
+            f"(5000 held out), TrainConfig(precision='auto'), computing in torch.{dtype}\n"
+            "training:  50%|#####     | 350/700\n"
+        )
+
+
+def test_machine_names_the_device_and_each_networks_arithmetic(first):
+    assert machine(first) == {
+        "device": "unknown", "threads": "unknown", "torch": "unknown", "trained in": "unknown"
+    }  # fmt: skip
+    describe_machine(first, "AMD EPYC", {"linear": "float32", "exit_resnet": "bfloat16"})
+    assert machine(first) == {
+        "device": "AMD EPYC",
+        "threads": "1",
+        "torch": torch.__version__,
+        "trained in": "exit_resnet bfloat16, linear float32",
+    }
+
+
+def test_the_tool_says_when_the_runs_ran_on_other_machines_or_arithmetic(first, tmp_path, capsys):
+    second = tmp_path / "second"
+    shutil.copytree(first, second)
+    for run in (first, second):
+        describe_machine(run, "AMD EPYC", {"linear": "float32", "exit_resnet": "float32"})
+    assert compare_runs(first, second) == 0
+    out = capsys.readouterr().out
+    assert "first: device AMD EPYC; threads 1;" in out
+    assert "trained in exit_resnet float32, linear float32" in out
+    assert "differ in machine or arithmetic" not in out
+
+    describe_machine(second, "Intel(R) Xeon(R) Platinum 8480+", {"exit_resnet": "bfloat16"})
+    compare_runs(first, second)
+    out = capsys.readouterr().out
+    assert "second: device Intel(R) Xeon(R) Platinum 8480+;" in out
+    assert "trained in exit_resnet bfloat16, linear float32" in out
+    assert "the runs differ in machine or arithmetic" in out

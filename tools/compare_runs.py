@@ -6,6 +6,8 @@ their numbers?
 
 Prints (:mod:`adaptive_inference.reproducibility`):
 
+0. what each run ran on (the timing job's device, threads and torch) and the arithmetic each
+   network trained in, and whether the two differ (then the files of 1 may differ too);
 1. the files two runs on the same machine and thread count must give bit for bit (splits,
    every network's ``model.pt`` and ``probs.npy``), and any that differ or are missing;
 2. the learned policy's test speedups at the operating points chosen on validation, side by
@@ -28,9 +30,25 @@ import pandas as pd
 from adaptive_inference.reproducibility import (
     identical_files,
     job_seconds,
+    machine,
     runtime_ratios,
     speedup_differences,
 )
+
+
+def _machines(runs: dict[str, str]) -> None:
+    described = {name: machine(results) for name, results in runs.items()}
+    print("0. what the runs ran on:")
+    for name, facts in described.items():
+        print(f"   {name}: " + "; ".join(f"{key} {value}" for key, value in facts.items()))
+    first, second = described.values()
+    if first != second:
+        print(
+            "   the runs differ in machine or arithmetic: their weights and predictions may differ"
+            " (in the last bits on another CPU, more in other arithmetic), and their speedups"
+            " with the machines' costs"
+        )
+    print()
 
 
 def _files(first: str, second: str) -> bool:
@@ -96,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=8, help="slowest jobs shown")
     args = parser.parse_args(argv)
     runs = {"first": args.first, "second": args.second}
+    _machines(runs)
     checks = [
         _files(args.first, args.second),
         _speedups(args.first, args.second, args.metric, args.tolerance),

@@ -10,12 +10,17 @@ operating points chosen: :func:`speedup_differences` puts the learned policy's s
 points chosen on validation side by side, their difference relative to the smaller of the two.
 :func:`runtime_ratios` lists each run's measured/predicted speedups (``measure_runtime``) against
 a band, and :func:`job_seconds` the jobs' wall times, which say how fast the host was in each
-run. ``tools/compare_runs.py`` prints them all and fails when a check does.
+run. :func:`machine` says what each run ran on and in which arithmetic its networks trained: two
+runs on different machines, or in different arithmetic (``training.precision: auto`` trains in
+bfloat16 on a CPU with AMX, in float32 on one without), are not expected to give the same bytes.
+``tools/compare_runs.py`` prints them all and fails when a check does.
 """
 
 from __future__ import annotations
 
 import filecmp
+import json
+import re
 from glob import glob
 from pathlib import Path
 
@@ -34,6 +39,8 @@ RUNTIME_COLUMNS = [
     "measured_speedup",
     "ratio",
 ]
+TRAINED_IN = re.compile(r"computing in torch\.(\w+)")
+"""How a ``train_network`` log names the arithmetic the network trained in."""
 
 
 def deterministic_files(results: Path | str) -> list[str]:
@@ -118,3 +125,27 @@ def job_seconds(results: Path | str) -> pd.Series:
         for p in sorted(glob(Layout(str(results)).benchmark("*", "*")))
     }
     return pd.Series(seconds, name="seconds", dtype=float)
+
+
+def machine(results: Path | str) -> dict[str, str]:
+    """What a run ran on: the joint timing job's device, threads and torch (``costs/latency.json``'s
+    environment) and, per network, the arithmetic it trained in (from its ``train_network``
+    log); ``"unknown"`` where a run lacks the file."""
+    layout = Layout(str(results))
+    described = {"device": "unknown", "threads": "unknown", "torch": "unknown"}
+    costs = Path(layout.costs("latency", "json"))
+    if costs.is_file():
+        env = json.loads(costs.read_text())["environment"]
+        described = {
+            "device": str(env["device_name"]),
+            "threads": str(env["threads"]),
+            "torch": str(env["torch_version"]),
+        }
+    trained = {}
+    for log in sorted(glob(layout.log("train_network", "*"))):
+        found = TRAINED_IN.search(Path(log).read_text(errors="replace"))
+        trained[Path(log).stem] = found.group(1) if found else "unknown"
+    described["trained in"] = (
+        ", ".join(f"{net} {dtype}" for net, dtype in trained.items()) or "unknown"
+    )
+    return described
