@@ -20,7 +20,7 @@ import yaml
 
 from adaptive_inference.config import load_config
 from adaptive_inference.device import native_bfloat16
-from adaptive_inference.reproducibility import identical_files
+from adaptive_inference.reproducibility import identical_files, machine
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
@@ -132,6 +132,9 @@ def test_outputs_of_the_study(study):
         # training.precision: auto, resolved on this machine and said in the log
         log = (results / "logs" / "train_network" / f"{network}.log").read_text()
         assert f"computing in torch.{arithmetic}" in log
+    # tools/compare_runs.py reads the same words back from those logs
+    trained = ", ".join(f"{network} {arithmetic}" for network in sorted(NETWORKS))
+    assert machine(results)["trained in"] == trained
     assert json.loads((results / "predictions" / "exit_resnet" / "manifest.json").read_text())[
         "network_exits"
     ] == ["stage1", "stage2", "final"]
