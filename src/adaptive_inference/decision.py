@@ -27,6 +27,11 @@ once, which reading its action needs anyway, and computes the features there in 
 row (NumPy calls with many classes) instead of a dozen tensor operations, each of which pays
 PyTorch's dispatch (measured by ``benchmarks/bench_decision.py``). They equal the tensor
 features up to float32 rounding.
+
+PyTorch is imported by the functions that compute tensors, not with this module: the jobs that
+fit and sweep the policies on the extracted tables (``fit_policies``, ``robustness``) never load
+it, which saves each of them PyTorch's import, about 2 s of a 1-thread job
+(``tests/test_imports.py`` keeps it so).
 """
 
 from __future__ import annotations
@@ -35,10 +40,12 @@ import math
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 STOP = -1
 """The action "stop here and answer" (other actions are successor node indices, >= 0)."""
@@ -72,6 +79,8 @@ def decision_features(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A node's own features ``(N, topk + 2)`` from its logits, and its top-k classes and
     probabilities (what later nodes' path features read)."""
+    import torch
+
     f = confidence_features(logits.float().softmax(1), topk)
     own = torch.cat([f["top_p"], f["margin"][:, None], f["entropy"][:, None]], dim=1)
     return own, f["top_i"], f["top_p"]
@@ -262,6 +271,8 @@ class DecisionRule:
     """
 
     def __init__(self, rule: NodeRule, device: torch.device | str = "cpu") -> None:
+        import torch
+
         weight, bias = rule.folded()
         self.weight = torch.as_tensor(weight, dtype=torch.float64, device=device)
         self.bias = torch.as_tensor(bias, dtype=torch.float64, device=device)
@@ -271,6 +282,8 @@ class DecisionRule:
 
     def scores(self, features: torch.Tensor) -> torch.Tensor:
         """``(examples, steps)`` float64 scores of raw features (rows)."""
+        import torch
+
         return torch.addmm(self.bias, features.double(), self.weight)
 
     def decide_one(self, features: Sequence[float]) -> int:
@@ -282,6 +295,8 @@ class DecisionRule:
 
     def decide(self, features: torch.Tensor) -> torch.Tensor:
         """The position (in :attr:`actions`) of each row's action, on the features' device."""
+        import torch
+
         take = self.scores(features) > 0
         take = torch.cat([take, self._default.expand(len(take), 1)], dim=1)
         return take.to(torch.uint8).argmax(dim=1)  # the first step that takes its action
@@ -314,6 +329,8 @@ class PathMemo:
     def columns(self, node: int, top1: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """``node``'s kept features, whether its top-1 agrees with ``top1`` and its probability
         of ``top1`` (:func:`path_columns` as tensors), for ``rows``."""
+        import torch
+
         own, top_i, top_p = (t[rows] for t in self.values[node])
         same = top_i == top1[:, None]
         agrees = same[:, :1].to(own.dtype)
@@ -392,6 +409,8 @@ class NodeDecision:
         self, logits: torch.Tensor, memo: PathMemo | None, rows: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The rows' features and their top-1 classes."""
+        import torch
+
         own, top_i, top_p = decision_features(logits, self.topk)
         if self.keep:
             memo.put(self.node, (own, top_i, top_p), rows)

@@ -1,5 +1,6 @@
 """The study's figures: one style, one colour-blind-safe palette, and the plotting helpers that the
-notebooks in ``notebooks/`` share, so that each notebook stays a few short cells.
+notebooks in ``notebooks/`` share, so that each notebook stays a few short cells; and the
+training curve each network's training writes (:func:`plot_training_curve`).
 
 The notebooks read ``results/`` and draw. Everything they show was computed by a rule; the only
 readings done here are the ones a plot needs: a curve's points in order of cost, operating
@@ -34,6 +35,7 @@ from matplotlib.ticker import (
 )
 
 from adaptive_inference.config import METHODS
+from adaptive_inference.io import atomic_path
 from adaptive_inference.readoff import BASELINES, choose
 
 DEFAULT_STYLE: dict[str, Any] = {
@@ -1124,3 +1126,29 @@ def verdict(
                 f"uniform, cascade): {cells} — {word}."
             )
     return lines
+
+
+def plot_training_curve(curve: pd.DataFrame, path: Path | str, title: str = "") -> None:
+    """A network's training curve (:func:`~adaptive_inference.training.train`): training loss
+    and held-out accuracy of every exit against the optimizer step, saved as an image (rule
+    ``plot_training_curve``; here rather than beside the training so that drawing it does not
+    import PyTorch)."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5), constrained_layout=True)
+    if curve.empty:  # a pre-trained network without intermediate exits: nothing was trained
+        fig.text(0.5, 0.5, "pre-trained network used as is: no exit heads to train", ha="center")
+    ax_loss.plot(curve["step"], curve["train_loss"], marker="o")
+    ax_loss.set(xlabel="optimizer step", ylabel="training loss (weighted exit CE)")
+    if "train_accuracy" in curve:
+        ax_acc.plot(
+            curve["step"], curve["train_accuracy"] * 100, marker="o", label="train (final exit)"
+        )
+    for column in [c for c in curve.columns if c.startswith("val_accuracy_")]:
+        label = f"held out ({column.removeprefix('val_accuracy_')})"
+        ax_acc.plot(curve["step"], curve[column] * 100, marker="o", label=label)
+    ax_acc.set(xlabel="optimizer step", ylabel="top-1 accuracy (%)")
+    if not curve.empty:
+        ax_acc.legend(fontsize="small")
+    fig.suptitle(title)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png", dpi=120)
+    plt.close(fig)

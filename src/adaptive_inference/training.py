@@ -19,7 +19,6 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -29,7 +28,6 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 from tqdm.auto import tqdm
 
 from adaptive_inference.device import autocast_dtype, memory_format
-from adaptive_inference.io import atomic_path
 from adaptive_inference.models import MultiExitNetwork
 
 CURVE_POINTS = 10
@@ -188,32 +186,3 @@ def train(
                     break
     model.eval()
     return pd.DataFrame(rows)
-
-
-def plot_training_curve(curve: pd.DataFrame, path: Path | str, title: str = "") -> None:
-    """Training loss and held-out accuracy of every exit against the optimizer step, saved as an
-    image."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5), constrained_layout=True)
-    if curve.empty:  # a pre-trained network without intermediate exits: nothing was trained
-        fig.text(0.5, 0.5, "pre-trained network used as is: no exit heads to train", ha="center")
-    ax_loss.plot(curve["step"], curve["train_loss"], marker="o")
-    ax_loss.set(xlabel="optimizer step", ylabel="training loss (weighted exit CE)")
-    if "train_accuracy" in curve:
-        ax_acc.plot(
-            curve["step"], curve["train_accuracy"] * 100, marker="o", label="train (final exit)"
-        )
-    for column in [c for c in curve.columns if c.startswith("val_accuracy_")]:
-        label = f"held out ({column.removeprefix('val_accuracy_')})"
-        ax_acc.plot(curve["step"], curve[column] * 100, marker="o", label=label)
-    ax_acc.set(xlabel="optimizer step", ylabel="top-1 accuracy (%)")
-    if not curve.empty:
-        ax_acc.legend(fontsize="small")
-    fig.suptitle(title)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png", dpi=120)
-    plt.close(fig)

@@ -2,8 +2,8 @@
 
 import pandas as pd
 
+from adaptive_inference.figures import plot_training_curve
 from adaptive_inference.joblog import job_log
-from adaptive_inference.training import plot_training_curve
 
 with job_log(snakemake.log[0]):
     curve = pd.read_csv(snakemake.input[0])
