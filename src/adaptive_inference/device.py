@@ -132,7 +132,10 @@ def pin_malloc_thresholds() -> bool:
     glibc adapts its mmap threshold to the sizes freed so far, so that large activations are
     sometimes mmap-ed (and zero-filled by the kernel on every pass) and sometimes served from the
     heap; batch-256 CPU timings vary about 2x with that state. Pinning both thresholds makes the
-    allocator's behaviour the same for every measurement. A no-op returning False without glibc.
+    allocator's behaviour the same for every measurement, and keeps a training step's
+    activations on the heap instead of mapping and zero-filling them anew (training and
+    extraction pin it too: ``benchmarks/bench_malloc.py``). A no-op returning False without
+    glibc.
     """
     if not sys.platform.startswith("linux"):
         return False

@@ -4,7 +4,7 @@ shard of it (rules extract_predictions and extract_shard)."""
 import torch
 
 from adaptive_inference.data import load_split
-from adaptive_inference.device import apply_compute, resolve_device
+from adaptive_inference.device import apply_compute, pin_malloc_thresholds, resolve_device
 from adaptive_inference.extraction import extract, shard
 from adaptive_inference.joblog import job_log
 from adaptive_inference.networks import load_network
@@ -13,6 +13,7 @@ from adaptive_inference.pretrained import transforms_of
 with job_log(snakemake.log[0]) as log:
     p, out = snakemake.params, snakemake.output
     torch.set_num_threads(snakemake.threads)
+    log.info("malloc thresholds pinned: %s", pin_malloc_thresholds())  # as in train_network
     device = resolve_device(p.device)
     apply_compute(p.compute)
     model, spec = load_network(snakemake.input.model, with_spec=True)
