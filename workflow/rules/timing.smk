@@ -14,6 +14,8 @@ rule time_network:
         summary=L.timing("{network}", "summary.json"),
     log:
         L.log("time_network", "{network}"),
+    benchmark:
+        L.benchmark("time_network", "{network}")
     conda:
         ENV
     threads: workflow.cores
