@@ -208,35 +208,51 @@ def test_the_tool_passes_a_copy_and_fails_what_differs(first, tmp_path, capsys):
     assert "failed: files\n" in capsys.readouterr().out
 
 
-def describe_machine(results: Path, device: str, trained: dict[str, str]) -> None:
-    """The joint timing job's record and each network's ``train_network`` log, as the workflow
-    writes them (the log's line as ``train_network.py`` words it)."""
+def describe_machine(
+    results: Path, device: str, trained: dict[str, str], *, older: bool = False
+) -> None:
+    """The joint timing job's record and each network's training curve, as the workflow writes
+    them; ``older``: a run from before the curve's ``computed_in`` column, whose
+    ``train_network`` log alone says it (as ``train_network.py`` words it)."""
     layout = Layout(str(results))
     costs = Path(layout.costs("latency", "json"))
     costs.parent.mkdir(parents=True, exist_ok=True)
     env = {"device_name": device, "threads": 1, "torch_version": torch.__version__}
     costs.write_text(json.dumps({"setting": "latency", "environment": env}))
     for net, dtype in trained.items():
+        curve = Path(layout.network(net, "training_curve.csv"))
+        curve.parent.mkdir(parents=True, exist_ok=True)
+        rows = pd.DataFrame({"step": [350, 700], "train_loss": [0.6, 0.4]})
+        rows.assign(**({} if older else {"computed_in": dtype})).to_csv(curve, index=False)
         log = Path(layout.log("train_network", net))
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(
             f"2026-12-03 21:13:40,275 training {net}: {{'arch': '{net}'}} on 55000 examples "
             f"(5000 held out), TrainConfig(precision='auto'), computing in torch.{dtype}\n"
             "training:  50%|#####     | 350/700\n"
+            if older
+            else "2026-12-03 21:13:40,275 training\n"
         )
 
 
-def test_machine_names_the_device_and_each_networks_arithmetic(first):
+@pytest.mark.parametrize("older", [False, True], ids=["curve", "older run's log"])
+def test_machine_names_the_device_and_each_networks_arithmetic(first, older):
     assert machine(first) == {
         "device": "unknown", "threads": "unknown", "torch": "unknown", "trained in": "unknown"
     }  # fmt: skip
-    describe_machine(first, "AMD EPYC", {"linear": "float32", "exit_resnet": "bfloat16"})
+    describe_machine(
+        first, "AMD EPYC", {"linear": "float32", "exit_resnet": "bfloat16"}, older=older
+    )
     assert machine(first) == {
         "device": "AMD EPYC",
         "threads": "1",
         "torch": torch.__version__,
         "trained in": "exit_resnet bfloat16, linear float32",
     }
+    Path(Layout(str(first)).log("train_network", "small_cnn")).write_text("no such words\n")
+    assert machine(first)["trained in"] == (
+        "exit_resnet bfloat16, linear float32, small_cnn unknown"
+    )
 
 
 def test_the_tool_says_when_the_runs_ran_on_other_machines_or_arithmetic(first, tmp_path, capsys):

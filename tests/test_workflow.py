@@ -129,10 +129,13 @@ def test_outputs_of_the_study(study):
         assert curve["step"].iloc[-1] == steps and len(curve) == 10
         assert curve["epoch"].iloc[-1] == pytest.approx(steps / 8)  # 500 images, batches of 64
         assert (results / "networks" / network / "training_curve.png").stat().st_size > 0
-        # training.precision: auto, resolved on this machine and said in the log
+        # training.precision: auto, resolved on this machine, said in the log and recorded in
+        # the curve
         log = (results / "logs" / "train_network" / f"{network}.log").read_text()
         assert f"computing in torch.{arithmetic}" in log
-    # tools/compare_runs.py reads the same words back from those logs
+        assert set(curve["computed_in"]) == {arithmetic}
+        assert "malloc thresholds pinned: True" in log
+    # tools/compare_runs.py reads it back from the curves
     trained = ", ".join(f"{network} {arithmetic}" for network in sorted(NETWORKS))
     assert machine(results)["trained in"] == trained
     assert json.loads((results / "predictions" / "exit_resnet" / "manifest.json").read_text())[

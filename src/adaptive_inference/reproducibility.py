@@ -40,7 +40,8 @@ RUNTIME_COLUMNS = [
     "ratio",
 ]
 TRAINED_IN = re.compile(r"computing in torch\.(\w+)")
-"""How a ``train_network`` log names the arithmetic the network trained in."""
+"""How a ``train_network`` log names the arithmetic the network trained in (read only for runs
+from before the training curve's ``computed_in`` column)."""
 
 
 def deterministic_files(results: Path | str) -> list[str]:
@@ -127,10 +128,25 @@ def job_seconds(results: Path | str) -> pd.Series:
     return pd.Series(seconds, name="seconds", dtype=float)
 
 
+def trained_in(results: Path | str, network: str) -> str:
+    """The arithmetic ``network`` trained in: its training curve's ``computed_in`` column or,
+    in a run from before the curve had one, the words of its ``train_network`` log
+    (:data:`TRAINED_IN`); ``"unknown"`` where neither says."""
+    layout = Layout(str(results))
+    curve = Path(layout.network(network, "training_curve.csv"))
+    if curve.is_file():
+        column = pd.read_csv(curve).get("computed_in")
+        if column is not None and len(column):
+            return "/".join(sorted(set(column.astype(str))))
+    log = Path(layout.log("train_network", network))
+    found = TRAINED_IN.search(log.read_text(errors="replace")) if log.is_file() else None
+    return found.group(1) if found else "unknown"
+
+
 def machine(results: Path | str) -> dict[str, str]:
     """What a run ran on: the joint timing job's device, threads and torch (``costs/latency.json``'s
-    environment) and, per network, the arithmetic it trained in (from its ``train_network``
-    log); ``"unknown"`` where a run lacks the file."""
+    environment) and the arithmetic each network trained in (:func:`trained_in`); ``"unknown"``
+    where a run lacks the file."""
     layout = Layout(str(results))
     described = {"device": "unknown", "threads": "unknown", "torch": "unknown"}
     costs = Path(layout.costs("latency", "json"))
@@ -141,11 +157,9 @@ def machine(results: Path | str) -> dict[str, str]:
             "threads": str(env["threads"]),
             "torch": str(env["torch_version"]),
         }
-    trained = {}
-    for log in sorted(glob(layout.log("train_network", "*"))):
-        found = TRAINED_IN.search(Path(log).read_text(errors="replace"))
-        trained[Path(log).stem] = found.group(1) if found else "unknown"
+    networks = {Path(p).parent.name for p in glob(layout.network("*", "training_curve.csv"))}
+    networks |= {Path(p).stem for p in glob(layout.log("train_network", "*"))}
     described["trained in"] = (
-        ", ".join(f"{net} {dtype}" for net, dtype in trained.items()) or "unknown"
+        ", ".join(f"{net} {trained_in(results, net)}" for net in sorted(networks)) or "unknown"
     )
     return described

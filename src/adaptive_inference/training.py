@@ -114,8 +114,9 @@ def train(
     repeatable given the network's initial weights (seed the global generator before building
     it: :func:`~adaptive_inference.device.seed_everything`). The curve has one row per
     :data:`CURVE_POINTS`-th of the steps: ``step``, ``epoch`` (fractional), ``lr_end``, the
-    training loss and accuracy (final exit) since the previous row, ``seconds`` and, with a
-    ``val_set``, the held-out accuracy of every exit (``val_accuracy_<exit>``).
+    training loss and accuracy (final exit) since the previous row, ``seconds``,
+    ``computed_in`` (the arithmetic of the passes: ``float32``, or ``bfloat16`` under autocast)
+    and, with a ``val_set``, the held-out accuracy of every exit (``val_accuracy_<exit>``).
     """
     weights = list(cfg.exit_weights or [1.0] * model.num_exits)
     if len(weights) != model.num_exits:
@@ -131,6 +132,7 @@ def train(
     device = torch.device(device)
     model.to(device=device, memory_format=fmt)
     autocast = autocast_dtype(cfg.precision, device)
+    computed_in = str(autocast or torch.float32).removeprefix("torch.")
     optimizer = torch.optim.SGD(
         model.parameters(),
         lr=cfg.max_lr,
@@ -173,6 +175,7 @@ def train(
                         "train_loss": total_loss / seen,
                         "train_accuracy": total_correct / seen,
                         "seconds": time.perf_counter() - start,
+                        "computed_in": computed_in,
                     }
                     if val is not None:
                         accuracies = evaluate(model, *val, device=device)
