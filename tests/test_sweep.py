@@ -20,7 +20,10 @@ from adaptive_inference.policies import TradeoffPolicy, standardize
 from adaptive_inference.readoff import choose
 from adaptive_inference.study import load_policies, save_policies
 from adaptive_inference.sweep import (
+    EXACT_SUMS,
     METHODS,
+    _bootstrap_columns,
+    _resampled_means,
     class_baselines,
     fit_curve,
     lambda_grid,
@@ -306,6 +309,27 @@ def test_points_table(selection_sweep, split):
     assert uniform["val_top1_loss_se"] == pytest.approx(
         100 * diff.std(ddof=1) / np.sqrt(len(validation)), rel=1e-5
     )
+
+
+def test_bootstrap_sums_losses_exactly():
+    """The bootstrap's loss means are exact sums of integers, divided once: the same predictions
+    give the same loss bounds bit for bit, whatever order BLAS adds in (a SLURM job's bounds
+    differed from a local run's in the last digit while the losses were centred floats)."""
+    rng = np.random.default_rng(0)
+    n, n_costs = 3001, 5
+    costs = 1.0 + rng.gamma(2.0, 0.3, (n, n_costs))
+    losses = rng.integers(-1, 2, (n, 7))  # reference right minus point right
+    values, centre = _bootstrap_columns(costs, losses.astype(np.float32))
+    draws = rng.integers(0, n, (64, n))
+    means = _resampled_means(values, centre, draws)
+    counts = np.stack([np.bincount(row, minlength=n) for row in draws])  # int64: exact
+    exact_sums = counts @ losses
+    np.testing.assert_array_equal(
+        means[:, n_costs:], (exact_sums.astype(np.float32) / np.float32(n)).astype(np.float64)
+    )
+    np.testing.assert_allclose(means[:, :n_costs], counts @ costs / n, rtol=1e-6)
+    with pytest.raises(ValueError, match="exactly in float32"):
+        _bootstrap_columns(np.zeros((EXACT_SUMS, 1)), np.zeros((EXACT_SUMS, 1), np.int8))
 
 
 def test_node_tables_are_proportions(selection_sweep):

@@ -79,6 +79,8 @@ from adaptive_inference.policies import (
 from adaptive_inference.readoff import choose, envelope, families, smoothed_loss, z_score
 
 BOOTSTRAP_CHUNK = 128
+# float32 holds every integer below this exactly: the bootstrap's sums of losses stay exact
+EXACT_SUMS = 2**24
 
 
 def lambda_grid(
@@ -332,19 +334,40 @@ class SweepResult:
     policies: dict[int, TradeoffPolicy] = field(default_factory=dict)
 
 
-def _resampled_means(values: np.ndarray, centre: np.ndarray, draws: np.ndarray) -> np.ndarray:
-    """``(len(draws), columns)`` means of ``values`` (centred, float32) over each row of
-    ``draws`` (resampled row indices), ``centre`` added back."""
+def _counts(draws: np.ndarray) -> np.ndarray:
+    """``(len(draws), n)`` float32: how often each row of ``draws`` (row indices into ``n``
+    examples, drawn with replacement) takes each example."""
     size, n = draws.shape
     offsets = (draws + (np.arange(size) * n)[:, None]).ravel()
-    counts = np.bincount(offsets, minlength=size * n).reshape(size, n).astype(np.float32)
-    return centre + counts @ values / n
+    return np.bincount(offsets, minlength=size * n).reshape(size, n).astype(np.float32)
 
 
-def _centred(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A per-example matrix ``(examples, columns)`` centred (float32) and its column means."""
-    centre = matrix.mean(axis=0, dtype=np.float64)
-    return (matrix - centre).astype(np.float32), centre
+def _resampled_means(values: np.ndarray, centre: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """``(len(draws), columns)`` means of ``values`` (float32, from :func:`_bootstrap_columns`)
+    over each row of ``draws`` (resampled row indices), ``centre`` added back."""
+    return centre + _counts(draws) @ values / draws.shape[1]
+
+
+def _bootstrap_columns(costs: np.ndarray, losses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The float32 columns that :func:`_resampled_means` averages, ``(examples, costs + losses)``,
+    and the centre it adds back. The costs are centred, so that float32's digits hold their
+    spread rather than their size. The losses (-1, 0 or 1 per example: reference right minus
+    point right) stay as they are: their resampled sums are integers, which float32 holds
+    exactly up to 2**24, so the loss bounds do not depend on the order in which BLAS adds (its
+    kernel, its threads, the arrays' alignment) and the same predictions give the same bounds
+    bit for bit on any run (a SLURM job's and a local run's differed in the last digit while
+    the losses were centred)."""
+    if len(losses) >= EXACT_SUMS:
+        raise ValueError(
+            f"{len(losses)} examples in a split that the bootstrap resamples: it sums losses "
+            f"exactly in float32, over fewer than {EXACT_SUMS} examples; give the validation "
+            "and test splits fewer examples (config `splits`)"
+        )
+    centre = np.concatenate([costs.mean(axis=0, dtype=np.float64), np.zeros(losses.shape[1])])
+    values = np.concatenate(
+        [(costs - centre[: costs.shape[1]]).astype(np.float32), losses.astype(np.float32)], axis=1
+    )
+    return values, centre
 
 
 def node_family(kind: str, graph: StageGraph, node: int) -> str:
@@ -582,15 +605,15 @@ def _tables(
     bounds = {}
     if samples > 0:
         k = cost.shape[1]
-        centred, centre = _centred(
+        centred, centre = _bootstrap_columns(
+            cost,
             np.concatenate(
                 [
-                    cost,
                     _loss_columns(graph, test_rows, tst, "top1"),
                     _loss_columns(graph, test_rows, tst, "top5"),
                 ],
                 axis=1,
-            )
+            ),
         )
         rng = np.random.default_rng(seed)
         means = np.empty((samples, 3 * k))
@@ -712,14 +735,9 @@ def _interval_with_choice(
     columns = np.unique(np.concatenate(list(groups.values())))
     position = {c: i for i, c in enumerate(columns)}
     k = len(columns)
-    v_values, v_centre = _centred(
-        np.concatenate(
-            [
-                np.stack([val[c].cost_ms for c in columns], axis=1),
-                _loss_columns(graph, parts["validation"], [val[c] for c in columns], metric),
-            ],
-            axis=1,
-        )
+    v_values, v_centre = _bootstrap_columns(
+        np.stack([val[c].cost_ms for c in columns], axis=1),
+        _loss_columns(graph, parts["validation"], [val[c] for c in columns], metric),
     )
     t_cost = np.stack([m.cost_ms for m in tst], axis=1)
     t_loss = _loss_columns(graph, parts["test"], tst, metric)
@@ -731,9 +749,7 @@ def _interval_with_choice(
     for start in range(0, samples, BOOTSTRAP_CHUNK):
         size = min(BOOTSTRAP_CHUNK, samples - start)
         vm = _resampled_means(v_values, v_centre, rng.integers(0, n_val, (size, n_val)))
-        draws = rng.integers(0, n_test, (size, n_test))
-        offsets = (draws + (np.arange(size) * n_test)[:, None]).ravel()
-        counts = np.bincount(offsets, minlength=size * n_test).reshape(size, n_test)
+        counts = _counts(rng.integers(0, n_test, (size, n_test)))
         val_speedup = ref_ms / vm[:, :k]
         chosen_cols = np.full((size, len(picks)), -1)
         ucbs = {}  # per curve, once for all its budgets
@@ -747,9 +763,9 @@ def _interval_with_choice(
             best = cols[np.where(ok, val_speedup[:, cols], -np.inf).argmax(axis=1)]
             chosen_cols[:, g] = np.where(ok.any(axis=1), columns[best], -1)
         used, slot = np.unique(np.maximum(chosen_cols, 0), return_inverse=True)
-        weights = counts.astype(np.float32) / n_test
-        cost_means = weights @ t_cost[:, used].astype(np.float32)
-        loss_means = weights @ t_loss[:, used]
+        # the losses' sums are exact (see _bootstrap_columns), then divided
+        cost_means = counts @ t_cost[:, used].astype(np.float32) / n_test
+        loss_means = counts @ t_loss[:, used] / n_test
         slot = slot.reshape(chosen_cols.shape)
         rows = np.arange(size)[:, None]
         speedup = np.where(chosen_cols >= 0, ref_ms / cost_means[rows, slot], np.nan)
