@@ -37,28 +37,22 @@ def child(args: argparse.Namespace) -> None:
     if args.child == "pinned" and not pin_malloc_thresholds():
         raise SystemExit("glibc's mallopt is not available here: nothing to compare")
     import torch
+    from bench_training import build, recipe  # this script's folder is on sys.path
     from torch.utils.data import TensorDataset
 
     from adaptive_inference.config import load_config, network_training
-    from adaptive_inference.device import seed_everything
-    from adaptive_inference.networks import build_network, network_spec
-    from adaptive_inference.training import TrainConfig, train
+    from adaptive_inference.training import train
 
     torch.set_num_threads(args.threads)
     config = load_config(args.config, REPO / "workflow" / "schemas" / "config.schema.yaml")
-    network = config["networks"][args.network]
-    spec = network_spec(
-        network["arch"], network["options"], num_classes=10, input_shape=(1, 28, 28)
-    )
-    section = {**network_training(config, args.network), "steps": args.steps}
-    cfg = TrainConfig.from_config(section)
+    precision = network_training(config, args.network)["precision"]
+    cfg = recipe(config, args.network, precision, steps=args.steps)
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(cfg.batch_size * 20, 1, 28, 28, generator=generator)
     labels = torch.randint(0, 10, (len(images),), generator=generator)
     data = TensorDataset(images, labels)
     held_out = TensorDataset(images[:2000], labels[:2000])
-    seed_everything(0)
-    model = build_network(**spec)
+    model = build(config, args.network)
     before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     train(model, data, cfg, val_set=held_out, progress=False)
