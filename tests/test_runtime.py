@@ -24,7 +24,7 @@ import pytest
 import torch
 from conftest import REPO
 
-from adaptive_inference import figures
+from adaptive_inference import figures, runtime_measure
 from adaptive_inference.costs import (
     ANSWER,
     TABLE_COLUMNS,
@@ -43,6 +43,8 @@ from adaptive_inference.layout import Layout
 from adaptive_inference.networks import build_network
 from adaptive_inference.runtime import AdaptiveRuntime, slice_inputs
 from adaptive_inference.runtime_measure import (
+    REFERENCE,
+    STREAMS_PER_PASS,
     RuntimeSettings,
     Stopwatch,
     edge_counts,
@@ -783,6 +785,56 @@ def test_instrumented_runtime_splits_the_time(studies, networks, test_set):
     assert segments["examples"].sum() == route.visited.sum() and segments["examples"].max() == 16
     decided = calls[calls["kind"] == "decision"].groupby("name")["examples"].sum().to_dict()
     assert decided == {graph.names[n]: visits[n] for n in np.flatnonzero(route.decided.any(axis=0))}
+
+
+def test_batched_speedup_is_the_median_of_paired_passes(studies, networks, test_set, monkeypatch):
+    """Rebatched, a point's speedup is the median over the passes of the reference's time over
+    its own in the same pass, not the ratio of two medians taken at different moments: here the
+    machine's speed swings from pass to pass and the paired ratios are 2, 2, 2, 3, 1, ..."""
+    ids, images = test_set
+    scale = [1.0, 5.0, 9.0, 2.0, 7.0, 3.0, 4.0, 6.0]  # ms per pass of every point
+    paired = [2.0, 2.0, 2.0, 3.0, 1.0, 2.0, 3.0, 1.0]  # the reference's over the point's
+    real, passes = runtime_measure.stream_pass, []
+
+    def scripted(systems, x, batch_size, order):
+        times, answers = real(systems, x, batch_size, order)
+        k = len(passes) % len(scale)
+        passes.append(k)
+        ms = {n: scale[k] * (paired[k] if n == REFERENCE else 1.0) for n in times}
+        return {n: int(v * 1e6) for n, v in ms.items()}, answers
+
+    monkeypatch.setattr(runtime_measure, "stream_pass", scripted)
+    settings = RuntimeSettings(
+        method="learned",
+        metric="top1",
+        loss_levels=(2.0,),
+        confidence=0.8,
+        max_examples=None,
+        repeats=2,
+        warmup=2,
+        block_size=16,
+        batch_size=THROUGHPUT_BATCH,
+    )
+    table = measure_scheme(
+        studies["network_selection"],
+        models(networks),
+        images,
+        ids,
+        settings=settings,
+        setting="latency",
+        device="cpu",
+        compute=COMPUTE,
+        progress=False,
+    ).speedups
+    assert len(passes) == settings.repeats * STREAMS_PER_PASS == len(scale)
+    batched = table[(table["mode"] == "batched") & (table["label"] != "reference")]
+    assert len(batched) >= 1
+    np.testing.assert_allclose(batched["measured_speedup"], np.median(paired))  # 2.0
+    np.testing.assert_allclose(batched["measured_speedup_min"], 1.0)
+    np.testing.assert_allclose(batched["measured_speedup_max"], 3.0)
+    ratio_of_medians = np.median(np.multiply(scale, paired)) / np.median(scale)  # 10 / 4.5
+    assert abs(ratio_of_medians - 2.0) > 0.2
+    np.testing.assert_allclose(batched["ratio"], 2.0 / batched["predicted_speedup"])
 
 
 def test_measurement_of_a_scheme(studies, networks, test_set):

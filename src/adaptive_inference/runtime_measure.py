@@ -13,7 +13,10 @@ one device and thread count, on the same test images:
 * **batched** (throughput): each system classifies the whole stream, rebatched
   (:meth:`~adaptive_inference.runtime.AdaptiveRuntime.run_stream`), the systems' order rotating
   from pass to pass (:data:`STREAMS_PER_PASS` of them after each batch-1 pass); a system's
-  time is its median over them.
+  time is its median over them, and its speedup the median over the passes of the reference's
+  time over its own in the same pass (paired, as the joint timing's cost ratios are: a pass
+  lasts a fraction of a second and every system in it meets the same machine state, which the
+  ratio of two medians, taken over different moments, does not cancel).
 
 **Predicted** is the point's simulated route on the same examples priced by the joint timing
 job's costs (:mod:`adaptive_inference.cost_timing`): at batch 1 the latency costs, as the
@@ -66,9 +69,10 @@ from adaptive_inference.segments import Segment
 from adaptive_inference.study import Study
 
 REFERENCE = "reference"
-STREAMS_PER_PASS = 3
+STREAMS_PER_PASS = 4
 """Rebatched passes per batch-1 pass: a stream lasts a tenth of a batch-1 pass, and its time is
-the median of more passes."""
+the median of more passes (a pass's speedup varied by about 9% from pass to pass on 2 CPU cores,
+docs/runtime.md)."""
 INSTRUMENTED = 500
 """Examples of the instrumented batch-1 pass (where the time goes; the stream's is whole)."""
 MODES = {"batch1": "latency", "batched": "throughput"}
@@ -405,6 +409,37 @@ def instrumented_pass(
 # -------------------------------------------------------------------------------------------
 
 
+def chosen_points(study: Study, settings: RuntimeSettings) -> pd.DataFrame:
+    """The operating points that ``settings`` measure (chosen on validation)."""
+    return operating_points(
+        study.points,
+        settings.loss_levels,
+        metric=settings.metric,
+        method=settings.method,
+        confidence=settings.confidence,
+    )
+
+
+def runtimes(
+    study: Study,
+    networks: Mapping[str, MultiExitNetwork],
+    point_ids: Sequence[int],
+    setting: str,
+    device: torch.device,
+    compute: Mapping[str, Any],
+) -> dict[str, AdaptiveRuntime]:
+    """The reference alone (:data:`REFERENCE`) and the runtime of each point (by its id as a
+    string) on ``setting``'s graph."""
+    graph = study.graphs[setting]
+    options = dict(device=device, **compute_options(compute))
+    systems = {REFERENCE: AdaptiveRuntime.reference_alone(graph, networks, **options)}
+    for point_id in point_ids:
+        systems[str(point_id)] = AdaptiveRuntime(
+            graph, study.policies[point_id], networks, **options
+        )
+    return systems
+
+
 def measure_scheme(
     study: Study,
     networks: Mapping[str, MultiExitNetwork],
@@ -431,20 +466,9 @@ def measure_scheme(
     """
     device = torch.device(device)
     graph = study.graphs[setting]
-    chosen = operating_points(
-        study.points,
-        settings.loss_levels,
-        metric=settings.metric,
-        method=settings.method,
-        confidence=settings.confidence,
-    )
+    chosen = chosen_points(study, settings)
     point_ids = [int(p) for p in chosen["point_id"].dropna().unique()]
-    options = dict(device=device, **compute_options(compute))
-    systems = {REFERENCE: AdaptiveRuntime.reference_alone(graph, networks, **options)}
-    for point_id in point_ids:
-        systems[str(point_id)] = AdaptiveRuntime(
-            graph, study.policies[point_id], networks, **options
-        )
+    systems = runtimes(study, networks, point_ids, setting, device, compute)
     x = systems[REFERENCE].inputs(images)
     n = len(example_ids)
     xs = [slice_inputs(x, i, i + 1) for i in range(n)]
@@ -493,11 +517,13 @@ def measure_scheme(
                     float(np.median([t[REFERENCE] for t, _ in latency], axis=0).mean()) / 1e6
                 )
                 per_pass = [t[REFERENCE].sum() / t[name].sum() for t, _ in latency]
+                speedup = measured_ref / measured
                 answers = latency[0][1][name]
             else:
                 measured = float(np.median([t[name] for t, _ in streams])) / 1e6 / n
                 measured_ref = float(np.median([t[REFERENCE] for t, _ in streams])) / 1e6 / n
                 per_pass = [t[REFERENCE] / t[name] for t, _ in streams]
+                speedup = float(np.median(per_pass))  # paired: see the module's doc
                 answers = streams[0][1][name]
             total_ns, calls = instrumented[name][mode]
             timed = min(n, INSTRUMENTED) if mode == "batch1" else n
@@ -513,6 +539,7 @@ def measure_scheme(
                     "predicted_ref_ms": predicted_ref,
                     "measured_ms": measured,
                     "measured_ref_ms": measured_ref,
+                    "measured_speedup": speedup,
                     "measured_speedup_min": float(min(per_pass)),
                     "measured_speedup_max": float(max(per_pass)),
                     "predicted_decision_ms": float((route.decided @ priced.decision_ms).mean()),
@@ -534,7 +561,6 @@ def measure_scheme(
         )
     speedups = pd.DataFrame(speedups)
     speedups["predicted_speedup"] = speedups["predicted_ref_ms"] / speedups["predicted_ms"]
-    speedups["measured_speedup"] = speedups["measured_ref_ms"] / speedups["measured_ms"]
     speedups["ratio"] = speedups["measured_speedup"] / speedups["predicted_speedup"]
     speedups["throughput"] = 1e3 / speedups["measured_ms"]
     speedups["reference_throughput"] = 1e3 / speedups["measured_ref_ms"]
