@@ -37,6 +37,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -45,8 +46,10 @@ from adaptive_inference.decision import STOP, NodeDecision, PathMemo
 from adaptive_inference.device import memory_format
 from adaptive_inference.graph import StageGraph
 from adaptive_inference.models import MultiExitNetwork
-from adaptive_inference.policies import TradeoffPolicy
 from adaptive_inference.segments import Plan, Segment
+
+if TYPE_CHECKING:  # scikit-learn (1.2 s to import) stays out of the timing job (rule time_costs)
+    from adaptive_inference.policies import TradeoffPolicy
 
 
 @dataclass
