@@ -50,7 +50,10 @@ def write_study(work: Path, images: Path, device: str, iterations: int) -> Path:
     config["training"].update(steps=20)
     config["extraction"].update(batch_size=256, num_workers=12)
     config["timing"].update(
-        warmup=20, iterations=iterations, throughput_iterations=max(2, iterations // 5)
+        warmup=20,
+        iterations=iterations,
+        throughput_warmup=3,
+        throughput_iterations=max(2, iterations // 5),
     )
     (work / "synsets.txt").write_text("\n".join(synsets()) + "\n")
     path = work / "config.yaml"

@@ -97,7 +97,9 @@ def test_the_schema_gives_every_key_the_code_indexes(minimal):
         c["timing"]["rounds"],
         c["timing"]["throughput_rounds"],
         c["timing"]["warmup_rounds"],
-    ) == (200, 10, 5)
+        c["timing"]["throughput_warmup_rounds"],
+        c["timing"]["throughput_warmup"],
+    ) == (200, 10, 5, 2, 3)
     policies = c["policies"]
     shifts = policies["lambdas"]["shifts"]  # intercept shifts of the learned rules, both ways
     assert shifts and min(shifts) < 0 < max(shifts)

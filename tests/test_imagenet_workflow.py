@@ -53,9 +53,11 @@ def paper_config(workdir: Path, **imagenet) -> Path:
         warmup=1,
         iterations=3,
         throughput_iterations=2,
+        throughput_warmup=0,
         rounds=5,
         throughput_rounds=3,
         warmup_rounds=0,
+        throughput_warmup_rounds=0,
         batch_sizes={"latency": 1, "throughput": 2},  # timed at 1 and 2; 15 test images: a flush
     )
     config["policies"].update(

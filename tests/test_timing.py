@@ -238,6 +238,7 @@ def test_study_config_sets_iterations_per_setting():
         "warmup": 0,
         "iterations": 3,
         "throughput_iterations": 2,
+        "throughput_warmup": 0,
         "batch_sizes": {"latency": 1, "throughput": 4},
     }
     result = timing.profile_study_network(

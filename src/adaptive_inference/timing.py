@@ -686,17 +686,19 @@ def profile_study_network(
 ) -> dict[str, Any]:
     """:func:`profile_network` with the study's ``timing`` and ``compute`` config sections.
 
-    The latency setting runs ``timing["iterations"]`` timed passes and the throughput setting
+    The latency setting runs ``timing["warmup"]`` untimed and ``timing["iterations"]`` timed
+    passes, the throughput setting ``timing["throughput_warmup"]`` and
     ``timing["throughput_iterations"]`` (its passes are a hundred times longer).
     """
     iterations = {"latency": timing["iterations"], "throughput": timing["throughput_iterations"]}
+    warmup = {"latency": timing["warmup"], "throughput": timing["throughput_warmup"]}
     apply_compute(compute)
     parts = [
         profile_network(
             model,
             input_shape,
             batch_sizes={setting: batch_size},
-            warmup=timing["warmup"],
+            warmup=warmup[setting],
             iterations=iterations[setting],
             device=device,
             threads=timing["threads"],

@@ -151,7 +151,9 @@ def get_cost_params(wildcards):
     return {
         "batch_size": timing["batch_sizes"][wildcards.setting],
         "rounds": timing["rounds"] if latency else timing["throughput_rounds"],
-        "warmup": timing["warmup_rounds"],
+        "warmup": (
+            timing["warmup_rounds"] if latency else timing["throughput_warmup_rounds"]
+        ),
         "threads": timing["threads"],
         "schemes": config["policies"]["schemes"],
         "topk": config["policies"]["topk"],
