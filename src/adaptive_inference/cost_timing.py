@@ -66,7 +66,14 @@ Each is timed **in context**, right after what precedes it in the runtime:
 
 Batched, every component is timed at several batch sizes (the setting's and smaller ones), so
 that the prediction can price a flush call of any size (:meth:`~adaptive_inference.costs.Costs.
-call_ms`).
+call_ms`). The sizes share the rounds (a round runs every component at every size, in one random
+order), and every time is divided by the reference's at the setting's own size in the same
+round, so a flush call's price and a full batch's come from one machine state. Timed size after
+size, each against the reference at its own size, a slow stretch during one size's rounds went
+into that size's prices: in one cold run every exit_resnet call of 64 examples came out 1.3x
+dearer per example than at 256 and dearer than at 16, and network selection's rebatched
+runtime, whose flush call of 42-86 examples to exit_resnet that price set, measured 14-16%
+faster than predicted (docs/runs.md, run 17).
 """
 
 from __future__ import annotations
@@ -349,13 +356,16 @@ def time_rounds(
     warmup: int,
     device: torch.device,
     seed: int = 0,
+    progress: bool = False,
 ) -> dict[Key, np.ndarray]:
     """Each component's time (ms) in each of ``rounds`` rounds (after ``warmup`` untimed
     ones), every round running all of them once in its own random order
     (:func:`round_orders`)."""
     timer = Timer(device)
     times = {c.key: np.empty(rounds) for c in components}
-    for r, order in enumerate(round_orders(len(components), warmup + rounds, seed)):
+    orders = round_orders(len(components), warmup + rounds, seed)
+    bar = tqdm(orders, "joint timing", warmup + rounds, file=sys.stderr, disable=not progress)
+    for r, order in enumerate(bar):
         keys = []
         for i in order:
             call = components[i].prepare(r - warmup)
@@ -367,7 +377,7 @@ def time_rounds(
         else:
             timer.finish_pass()
     if reference not in times:
-        raise ValueError(f"the reference {component_name(reference)} was not timed")
+        raise ValueError(f"the reference {reference} was not timed")
     return times
 
 
@@ -429,8 +439,9 @@ def measure_costs(
         input_shapes: ``(C, H, W)`` of each network's input (random inputs of that shape).
         reference: the reference network (its whole forward, alone, is the ratios'
             denominator).
-        batch_sizes: the batch sizes to time at.
-        rounds, warmup: timed and untimed rounds per batch size.
+        batch_sizes: the batch sizes to time at, all in every round; the largest is the
+            reference's in the ratios (the setting's own).
+        rounds, warmup: timed and untimed rounds (each runs every component at every size).
         topk: the sorted probabilities among the decisions' features.
         capture: time the segments as captured CUDA graphs (the runtime's way on a GPU with
             ``compute.cuda_graphs``; :mod:`adaptive_inference.cuda_graphs`).
@@ -444,15 +455,10 @@ def measure_costs(
     if ref_key not in keys:
         keys.append(ref_key)
     generator = torch.Generator().manual_seed(seed)
-    rows = []
-    with (
-        torch.inference_mode(),
-        tqdm(
-            total=len(batch_sizes), desc="joint timing", file=sys.stderr, disable=not progress
-        ) as bar,
-    ):
+    shapes = {tuple(shape) for shape in input_shapes.values()}
+    components = []
+    with torch.inference_mode():
         for batch in batch_sizes:
-            shapes = {tuple(shape) for shape in input_shapes.values()}
             by_shape = {
                 shape: torch.randn((batch, *shape), generator=generator)
                 .to(device=device, dtype=dtype)
@@ -460,17 +466,30 @@ def measure_costs(
                 for shape in shapes
             }
             inputs = {net: by_shape[tuple(shape)] for net, shape in input_shapes.items()}
-            components = components_in_context(
-                keys, networks, inputs, ref_key, topk=topk, device=device, capture=capture
-            )
-            times = time_rounds(
-                components, ref_key, rounds=rounds, warmup=warmup, device=device, seed=seed
-            )
-            ref_times = times[ref_key]
-            ref_median = float(np.median(ref_times))
-            contexts = {c.key: len(c.contexts) for c in components}
-            for key, samples in times.items():
-                ratios = samples / ref_times
-                rows.append(_summary(key, batch, samples, ratios, ref_median, contexts[key]))
-            bar.update()
+            components += [
+                ComponentInContext((batch, c.key), *c.contexts)
+                for c in components_in_context(
+                    keys, networks, inputs, ref_key, topk=topk, device=device, capture=capture
+                )
+            ]
+        # every size in the same rounds, priced against the reference at the setting's own
+        # size in the same round (module doc: a flush call's price and the full batch's share
+        # one machine state)
+        anchor = (max(batch_sizes), ref_key)
+        times = time_rounds(
+            components,
+            anchor,
+            rounds=rounds,
+            warmup=warmup,
+            device=device,
+            seed=seed,
+            progress=progress,
+        )
+    ref_times = times[anchor]
+    ref_median = float(np.median(ref_times))
+    contexts = {c.key: len(c.contexts) for c in components}
+    rows = [
+        _summary(key, batch, samples, samples / ref_times, ref_median, contexts[batch, key])
+        for (batch, key), samples in times.items()
+    ]
     return pd.DataFrame(rows)[TABLE_COLUMNS]

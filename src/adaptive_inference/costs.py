@@ -70,12 +70,13 @@ TABLE_COLUMNS = [
 ]
 """The columns of a joint timing table (``results/costs/<setting>.parquet``). ``contexts``: how
 many contexts the component was timed in, in turn (:mod:`adaptive_inference.cost_timing`);
-``ratio_median``: the ratio to the reference that prices it, the median over the rounds (with
-several contexts, over the rounds of the first); ``ratio_warm`` and ``ratio_cold``: for a
+``ratio_median``: the ratio to the reference that prices it (the reference network alone at the
+table's largest batch size, the setting's own, in the same round), the median over the rounds
+(with several contexts, over the rounds of the first); ``ratio_warm`` and ``ratio_cold``: for a
 decision timed in two contexts (batch 1), its median ratio in each, warm (after its producer,
 itself and its producer again: its price) and cold (after its producer alone: for the record,
 :func:`~adaptive_inference.cost_timing.priced_in`), NaN for a component timed in one;
-``cost_ms``: ``ratio_median`` times the reference's median time."""
+``cost_ms``: ``ratio_median`` times that reference's median time."""
 
 
 def segment_key(network: str, source: int | None, exit: int) -> Key:
