@@ -22,6 +22,8 @@ for name in figure_notebooks(config):
             L.log("notebooks", name),
         benchmark:
             L.benchmark("notebooks", name)
+        # the summary as soon as its tables are there (beside other notebooks, not alone last)
+        priority: 2 if name == "6_summary" else 0
         conda:
             ENV
         params:

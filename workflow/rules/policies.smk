@@ -40,6 +40,9 @@ rule robustness:
         L.log("robustness", "{scheme}"),
     benchmark:
         L.benchmark("robustness", "{scheme}")
+    # the longest one-core jobs start first, beside the fits, so that the summary that waits for
+    # them runs beside the other notebooks and not alone at the end of the study
+    priority: 1
     conda:
         ENV
     threads: 1
