@@ -16,6 +16,9 @@ rule time_network:
         L.log("time_network", "{network}"),
     benchmark:
         L.benchmark("time_network", "{network}")
+    # before the notebooks that wait for the runtime: run last, these tables left the runtime's
+    # notebook and the networks' to run one after the other, alone
+    priority: 1
     conda:
         ENV
     threads: workflow.cores
