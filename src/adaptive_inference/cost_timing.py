@@ -71,9 +71,11 @@ order), and every time is divided by the reference's at the setting's own size i
 round, so a flush call's price and a full batch's come from one machine state. Timed size after
 size, each against the reference at its own size, a slow stretch during one size's rounds went
 into that size's prices: in one cold run every exit_resnet call of 64 examples came out 1.3x
-dearer per example than at 256 and dearer than at 16, and network selection's rebatched
-runtime, whose flush call of 42-86 examples to exit_resnet that price set, measured 14-16%
-faster than predicted (docs/runs.md, run 17).
+dearer per example than at 256 and dearer than at 16, and network selection's and combined's
+cheapest rebatched points, whose flush call of 42-86 examples to exit_resnet that price set,
+measured 1.14-1.16x their predictions (docs/runs.md, run 17). The ratios of the small sizes
+spread more over the rounds this way (their denominator is a longer call, further away in the
+round; docs/timing.md).
 """
 
 from __future__ import annotations
