@@ -90,21 +90,26 @@ def joint():
     dominators), at two batch sizes."""
     networks = tiny_networks()
     schemes = structures(networks, path_features=True)
-    table = measure_costs(
+    table = joint_table(networks, schemes, BATCH_SIZES, rounds=ROUNDS, warmup=1)
+    return networks, schemes, table
+
+
+def joint_table(networks, schemes, batch_sizes, *, rounds: int, warmup: int) -> pd.DataFrame:
+    """The joint timing of ``schemes`` on the tiny networks, exit_resnet the reference."""
+    return measure_costs(
         networks,
         schemes,
         input_shapes=dict.fromkeys(networks, (1, 28, 28)),
         reference="exit_resnet",
-        batch_sizes=BATCH_SIZES,
-        rounds=ROUNDS,
-        warmup=1,
+        batch_sizes=batch_sizes,
+        rounds=rounds,
+        warmup=warmup,
         topk=5,
         device=CPU,
         dtype=torch.float32,
         channels_last=False,
         progress=False,
     )
-    return networks, schemes, table
 
 
 # -------------------------------------------------------------------------------------------
@@ -368,20 +373,7 @@ def test_every_size_is_timed_in_the_same_rounds_against_the_reference_at_the_lar
     monkeypatch.setattr(cost_timing, "Timer", DriftingTimer)
     networks = tiny_networks()
     sizes = [1, 16, 64, 256]
-    table = measure_costs(
-        networks,
-        structures(networks, path_features=False),
-        input_shapes=dict.fromkeys(networks, (1, 28, 28)),
-        reference="exit_resnet",
-        batch_sizes=sizes,
-        rounds=6,
-        warmup=2,
-        topk=5,
-        device=CPU,
-        dtype=torch.float32,
-        channels_last=False,
-        progress=False,
-    )
+    table = joint_table(networks, structures(networks, False), sizes, rounds=6, warmup=2)
     per_round = len(keys) * len(sizes)
     assert len(called) == 8 * per_round
     assert all({b for b, _ in called[r : r + per_round]} == set(sizes) for r in (0, per_round))
