@@ -311,6 +311,13 @@ def test_timing_batch_size_reruns_only_timing(study, tmp_path):
     )
 
 
+def test_joint_timing_rounds_rerun_the_joint_timing_not_the_per_layer_tables(study, tmp_path):
+    changed = write_config(tmp_path / "changed.yaml", **{"timing.throughput_warmup_rounds": 2})
+    planned = planned_rules(snakemake(study, "--dry-run", config=changed))
+    assert planned.count("time_costs") == 1 and "time_network" not in planned
+    assert "train_network" not in planned and "extract_predictions" not in planned
+
+
 def test_network_training_change_reruns_that_network_only(study, tmp_path):
     changed = write_config(tmp_path / "changed.yaml", **{"networks.linear.training": {"steps": 2}})
     planned = planned_rules(snakemake(study, "--dry-run", config=changed))

@@ -143,6 +143,18 @@ def get_models():
     return {f"model_{n}": L.network(n) for n in NETWORKS}
 
 
+def get_layer_timing_params():
+    """What the per-layer tables of a network read of `timing` (not the joint job's rounds)."""
+    keys = [
+        "threads",
+        "warmup",
+        "iterations",
+        "throughput_warmup",
+        "throughput_iterations",
+    ]
+    return {k: config["timing"][k] for k in keys + ["batch_sizes"]}
+
+
 def get_cost_params(wildcards):
     """What the joint timing job of one setting needs: its batch size and rounds, the schemes'
     graphs (which components exist), the features' shape, the reference."""

@@ -25,7 +25,7 @@ rule time_network:
     resources:
         gpu=1 if config["device"] == "cuda" else 0,
     params:
-        timing=config["timing"],
+        timing=get_layer_timing_params(),
         compute=config["compute"],
         device=config["device"],
     script:
