@@ -155,7 +155,7 @@ def executed_notebook() -> nbformat.NotebookNode:
                 nbformat.v4.new_output(
                     "display_data",
                     data={"image/png": png},
-                    metadata={"image/png": {"alt": "a figure"}},
+                    metadata={"image/png": {"alt": "a figure", "width": 640}},
                 )
             ],
         ),
@@ -197,7 +197,9 @@ def test_html_hides_the_code_and_loads_nothing_from_the_network(tmp_path):
     page = (tmp_path / "t.html").read_text()
     assert "<title>A page</title>" in page and "Some text." in page
     assert "secret_code_line" not in page
-    assert 'alt="a figure"' in page and "data:image/png;base64," in page
+    image = re.search(r"<img[^>]*>", page).group(0)  # shown at the width the figure asked
+    assert 'alt="a figure"' in image and 'width="640"' in image
+    assert "data:image/png;base64," in image
     assert not re.findall(r"<script[^>]*\bsrc=", page)
     assert 'href="../index.html"' in page
 

@@ -121,8 +121,9 @@ _OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 {% block data_png scoped %}
 <div class="jp-RenderedImage jp-OutputArea-output {{ extra_class }}">
 {%- set alt = output | get_metadata('alt', 'image/png') -%}
+{%- set width = output | get_metadata('width', 'image/png') -%}
 <img src="data:image/png;base64,{{ output.data['image/png'] | escape_html }}"
- alt="{{ (alt or 'figure') | escape_html }}">
+ alt="{{ (alt or 'figure') | escape_html }}"{% if width %} width="{{ width | int }}"{% endif %}>
 </div>
 {%- endblock data_png %}
 {%- block body_header -%}
