@@ -145,14 +145,15 @@ def get_models():
 
 def get_layer_timing_params():
     """What the per-layer tables of a network read of `timing` (not the joint job's rounds)."""
-    keys = [
+    keys = (
         "threads",
         "warmup",
         "iterations",
         "throughput_warmup",
         "throughput_iterations",
-    ]
-    return {k: config["timing"][k] for k in keys + ["batch_sizes"]}
+        "batch_sizes",
+    )
+    return {k: config["timing"][k] for k in keys}
 
 
 def get_cost_params(wildcards):
